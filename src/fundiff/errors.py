@@ -1,0 +1,5 @@
+"""Errors a user can cause (bad config, bad input files)."""
+
+
+class FundiffError(ValueError):
+    """A user-facing error whose message names the offending file or config key."""
