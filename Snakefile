@@ -1,0 +1,29 @@
+# fundiff: the "Fun With Diffusion Models" experiments (CS180 project 5) as one workflow.
+#
+#   snakemake --cores 2                                 # default: offline, CPU, local backend
+#   snakemake --cores 2 --configfile configs/ci.yaml    # tiny end-to-end run (tests)
+#   snakemake --report results/report.zip               # Snakemake report of the last run
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/partb.smk"
+include: "rules/parta.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

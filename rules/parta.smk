@@ -1,0 +1,52 @@
+rule embed_prompts:
+    """T5-encode every DeepFloyd prompt (plus '') once; sampling jobs load no text encoder."""
+    output:
+        embeddings=f"{R}/partA/deepfloyd/prompt_embeddings.pt",
+    params:
+        prompts=deepfloyd_prompts(),
+        model=config["partA"]["deepfloyd"]["text_encoder"]
+        or config["partA"]["deepfloyd"]["stage1"],
+        device=config["device"],
+    log:
+        "logs/embed_prompts.log",
+    threads: config["threads"]["sample"]
+    resources:
+        gpu=res("embed", "gpu"),
+        mem_mb=res("embed", "mem_mb"),
+        runtime=res("embed", "runtime"),
+    script:
+        "../scripts/embed_prompts.py"
+
+
+# One rule per Part A deliverable (parta_forward, parta_sdedit, ...), all through the same
+# sampler core: a job = (backend, task, item), with only that item's settings as params.
+for task, folder in PARTA_TASKS.items():
+
+    rule:
+        name:
+            f"parta_{task}"
+        input:
+            unpack(parta_inputs(task)),
+        output:
+            png=report(
+                f"{PA}/{folder}/{{item}}.png",
+                caption=f"../report/captions/{folder}.rst",
+                category="Part A",
+                subcategory=folder,
+                labels={"backend": "{backend}", "item": "{item}"},
+            ),
+            json=f"{PA}/{folder}/{{item}}.json",
+        params:
+            task=task,
+            backend=backend_params,
+            settings=task_params(task),
+            image=image_spec(task),
+        log:
+            f"logs/parta/{{backend}}/{folder}/{{item}}.log",
+        threads: config["threads"]["sample"]
+        resources:
+            gpu=res("sample", "gpu"),
+            mem_mb=res("sample", "mem_mb"),
+            runtime=res("sample", "runtime"),
+        script:
+            "../scripts/run_parta_task.py"

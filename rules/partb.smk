@@ -1,0 +1,227 @@
+rule train_classifier:
+    """Reference CNN that judges class-conditional samples (>= 99% on real test digits)."""
+    input:
+        mnist=rules.mnist.output.npz,
+    output:
+        model=protected(f"{PB}/classifier/model.safetensors"),
+        metrics=f"{PB}/classifier/metrics.json",
+    params:
+        classifier=config["partB"]["classifier"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/train_classifier.log",
+    threads: config["threads"]["train"]
+    resources:
+        gpu=res("train", "gpu"),
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+    script:
+        "../scripts/train_classifier.py"
+
+
+rule train_unet:
+    """One Part B training run; checkpoints every epoch, so a killed job resumes."""
+    input:
+        mnist=rules.mnist.output.npz,
+    output:
+        model=f"{PB}/{{run}}/model.safetensors",
+        losses=f"{PB}/{{run}}/losses.csv",
+        snapshots=directory(f"{PB}/{{run}}/snapshots"),
+    params:
+        spec=run_spec,
+        precision=config["partB"]["precision"],
+        seed=config["seed"],
+        device=config["device"],
+        checkpoints=f"{PB}/{{run}}/checkpoints",
+    log:
+        "logs/train_unet/{run}.log",
+    threads: config["threads"]["train"]
+    resources:
+        gpu=res("train", "gpu"),
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+    script:
+        "../scripts/train_unet.py"
+
+
+rule plot_noising_grid:
+    """B1.2: the same digits at every sigma."""
+    input:
+        mnist=rules.mnist.output.npz,
+    output:
+        png=report(
+            f"{PB}/figures/b1_noising.png",
+            caption="../report/captions/noising.rst",
+            category="Part B",
+            subcategory="1.2 Noising",
+        ),
+    params:
+        sigmas=config["partB"]["noising_sigmas"],
+        seed=config["seed"],
+    log:
+        "logs/plot_noising_grid.log",
+    threads: config["threads"]["light"]
+    script:
+        "../scripts/plot_noising_grid.py"
+
+
+rule plot_loss_curve:
+    """Training loss per step (log y) of one run."""
+    input:
+        losses=rules.train_unet.output.losses,
+    output:
+        png=report(
+            f"{PB}/{{run}}/loss.png",
+            caption="../report/captions/loss.rst",
+            category="Part B",
+            subcategory="Loss curves",
+            labels={"run": "{run}"},
+        ),
+    log:
+        "logs/plot_loss_curve/{run}.log",
+    threads: config["threads"]["light"]
+    script:
+        "../scripts/plot_loss_curve.py"
+
+
+rule denoise_test_set:
+    """B1.2.1: test digits at sigma 0.5 denoised by the single-step UNet after an epoch."""
+    input:
+        mnist=rules.mnist.output.npz,
+        snapshots=rules.train_unet.output.snapshots,
+    output:
+        png=report(
+            f"{PB}/{{run}}/denoise_epoch{{epoch}}.png",
+            caption="../report/captions/denoise.rst",
+            category="Part B",
+            subcategory="1.2 Single-step denoiser",
+            labels={"run": "{run}", "epoch": "{epoch}"},
+        ),
+    params:
+        spec=run_spec,
+        seed=config["seed"],
+    log:
+        "logs/denoise_test_set/{run}_{epoch}.log",
+    threads: config["threads"]["light"]
+    script:
+        "../scripts/denoise_test_set.py"
+
+
+rule denoise_ood:
+    """B1.2.2: one test digit at every sigma, denoised by the model trained at sigma 0.5."""
+    input:
+        mnist=rules.mnist.output.npz,
+        model=rules.train_unet.output.model,
+    output:
+        png=report(
+            f"{PB}/{{run}}/ood.png",
+            caption="../report/captions/ood.rst",
+            category="Part B",
+            subcategory="1.2 Single-step denoiser",
+            labels={"run": "{run}", "epoch": "final"},
+        ),
+    params:
+        sigmas=config["partB"]["noising_sigmas"],
+        seed=config["seed"],
+    log:
+        "logs/denoise_ood/{run}.log",
+    threads: config["threads"]["light"]
+    script:
+        "../scripts/denoise_ood.py"
+
+
+rule pure_noise_outputs:
+    """B1.2.3: what a denoiser trained on pure noise outputs, beside the training-set mean."""
+    input:
+        mnist=rules.mnist.output.npz,
+        snapshots=rules.train_unet.output.snapshots,
+    output:
+        png=report(
+            f"{PB}/{{run}}/outputs_epoch{{epoch}}.png",
+            caption="../report/captions/pure_noise.rst",
+            category="Part B",
+            subcategory="1.2.3 Denoising pure noise",
+            labels={"run": "{run}", "epoch": "{epoch}"},
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/pure_noise_outputs/{run}_{epoch}.log",
+    threads: config["threads"]["light"]
+    script:
+        "../scripts/pure_noise_outputs.py"
+
+
+rule sample_grid:
+    """4 x 10 samples of a time- or class-conditioned model after an epoch (+ .npz)."""
+    input:
+        snapshots=rules.train_unet.output.snapshots,
+    output:
+        png=report(
+            f"{PB}/{{run}}/samples_epoch{{epoch}}.png",
+            caption="../report/captions/samples.rst",
+            category="Part B",
+            subcategory="2 Samples",
+            labels={"run": "{run}", "epoch": "{epoch}"},
+        ),
+        npz=f"{PB}/{{run}}/samples_epoch{{epoch}}.npz",
+    params:
+        spec=run_spec,
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/sample_grid/{run}_{epoch}.log",
+    threads: config["threads"]["sample"]
+    resources:
+        gpu=res("sample", "gpu"),
+        mem_mb=res("sample", "mem_mb"),
+        runtime=res("sample", "runtime"),
+    script:
+        "../scripts/sample_grid.py"
+
+
+rule sampling_gif:
+    """Animated sampling trajectory of the final model."""
+    input:
+        model=rules.train_unet.output.model,
+    output:
+        gif=report(
+            f"{PB}/{{run}}/trajectory.gif",
+            caption="../report/captions/trajectory.rst",
+            category="Part B",
+            subcategory="2 Sampling GIFs",
+            labels={"run": "{run}"},
+        ),
+    params:
+        spec=run_spec,
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/sampling_gif/{run}.log",
+    threads: config["threads"]["sample"]
+    script:
+        "../scripts/sampling_gif.py"
+
+
+rule evaluate_samples:
+    """Judge >= 500 class-conditional samples with the reference classifier (JSON)."""
+    input:
+        snapshots=rules.train_unet.output.snapshots,
+        judge=rules.train_classifier.output.model,
+    output:
+        json=f"{PB}/{{run}}/eval_epoch{{epoch}}.json",
+    params:
+        spec=run_spec,
+        evaluation=config["partB"]["evaluation"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/evaluate_samples/{run}_{epoch}.log",
+    threads: config["threads"]["sample"]
+    resources:
+        gpu=res("sample", "gpu"),
+        mem_mb=res("sample", "mem_mb"),
+        runtime=res("sample", "runtime"),
+    script:
+        "../scripts/evaluate_samples.py"
