@@ -48,7 +48,10 @@ def strokes(size: int, paths: list[list[tuple[float, float]]], width: int, fg, b
 
 
 def arc(cx, cy, r, a0, a1, n=24):
-    return [(cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a))) for a in np.linspace(a0, a1, n)]
+    return [
+        (cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a)))
+        for a in np.linspace(a0, a1, n)
+    ]
 
 
 def drawings() -> None:
@@ -60,7 +63,11 @@ def drawings() -> None:
         [(0.27, 0.52), (0.37, 0.52), (0.37, 0.6), (0.27, 0.6), (0.27, 0.52)],
     ]
     strokes(300, house, 6, black, white).save(HERE / "drawings" / "house.png")
-    tree = [[(0.5, 0.9), (0.5, 0.55)], arc(0.5, 0.38, 0.22, 0, 360, 40), arc(0.8, 0.15, 0.07, 0, 360, 20)]
+    tree = [
+        [(0.5, 0.9), (0.5, 0.55)],
+        arc(0.5, 0.38, 0.22, 0, 360, 40),
+        arc(0.8, 0.15, 0.07, 0, 360, 20),
+    ]
     strokes(300, tree, 6, (30, 90, 30), white).save(HERE / "drawings" / "tree.png")
     # course "logo" extra: a pen drawing of a camera-like logo to translate with a text prompt
     logo = [
@@ -76,7 +83,9 @@ def drawings() -> None:
         "digit_4": [[(0.6, 0.85), (0.6, 0.15), (0.22, 0.62), (0.78, 0.62)]],
     }
     for name, paths in digits.items():
-        strokes(280, paths, 26, white, (0, 0, 0)).convert("L").save(HERE / "drawings" / f"{name}.png")
+        strokes(280, paths, 26, white, (0, 0, 0)).convert("L").save(
+            HERE / "drawings" / f"{name}.png"
+        )
 
 
 def masks() -> None:
