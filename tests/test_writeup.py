@@ -1,0 +1,381 @@
+"""Unit tests of fundiff.writeup on synthetic figures and numbers (no Snakemake run)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from _writeup_synth import make_synthetic_results, record_path, write_metadata
+from PIL import Image
+
+from fundiff.errors import FundiffError
+from fundiff.writeup import (
+    build_writeup,
+    check_image,
+    find_seeds,
+    json_tables,
+    loss_table,
+    parse_result_path,
+    read_runtimes,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "report"
+CONFIG = {
+    "seed": 180,
+    "device": "auto",
+    "partA": {"deepfloyd": {"stage1": "DeepFloyd/IF-I-L-v1.0", "seed_offset": 3}},
+    "partB": {"runs": {"ddpm_class": {"epochs": 20, "lr": 1e-3}}},
+    "data": {"mnist": {"urls": ["https://example.org/mnist/"], "local_dir": "/data/mnist"}},
+}
+
+
+class _Links(HTMLParser):
+    """Collects every src/href attribute of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "poster", "data") and value is not None:
+                self.links.append((tag, name, value))
+
+
+def _build(root: Path, monkeypatch: pytest.MonkeyPatch, **kw) -> tuple[list[str], list[str]]:
+    monkeypatch.chdir(root)
+    figures, numbers = make_synthetic_results(root, **kw)
+    build_writeup(
+        figures,
+        numbers,
+        out_md="results/writeup/index.md",
+        out_html="results/writeup/index.html",
+        template_dir=TEMPLATES,
+        config=CONFIG,
+        metadata_dir=".snakemake/metadata",
+    )
+    return figures, numbers
+
+
+@pytest.fixture
+def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str], list[str]]:
+    figures, numbers = _build(tmp_path, monkeypatch)
+    return tmp_path / "results" / "writeup", figures, numbers
+
+
+def test_md_and_html_written_with_every_figure(built) -> None:
+    out, figures, _numbers = built
+    md = (out / "index.md").read_text()
+    html = (out / "index.html").read_text()
+    for fig in figures:
+        href = "figures/" + fig.split("results/", 1)[1]
+        assert (out / href).is_file(), href
+        assert f"]({href})" in md, href
+        assert f'src="{href}"' in html, href
+        assert (out / href).read_bytes() == Path(fig).read_bytes()
+
+
+def test_sections_follow_course_order(built) -> None:
+    out, _f, _n = built
+    md = (out / "index.md").read_text()
+    headings = re.findall(r"^#{2,4} (.+)$", md, flags=re.M)
+    expected = [
+        "Contents",
+        "Part A: the power of diffusion models (DeepFloyd IF)",
+        "0. Setup: sampling from text prompts",
+        "1.1 Implementing the forward process",
+        "1.2 Classical denoising",
+        "1.3 One-step denoising",
+        "1.4 Iterative denoising",
+        "1.5 Diffusion model sampling",
+        "1.6 Classifier-free guidance (CFG)",
+        "1.7 Image-to-image translation (SDEdit)",
+        "1.7.1 Editing hand-drawn and web images",
+        "1.7.2 Inpainting",
+        "1.7.3 Text-conditional image-to-image translation",
+        "1.8 Visual anagrams",
+        "1.9 Hybrid images",
+        "Bells & whistles: course logo",
+        "Part B: training diffusion models on MNIST",
+        "1. Single-step denoising UNet",
+        "1.2 Using the UNet to train a denoiser: noising",
+        "1.2.1 Training a single-step denoiser (σ = 0.5)",
+        "1.2.2 Out-of-distribution testing",
+        "1.2.3 Denoising pure noise",
+        "2. Diffusion models: DDPM (fall 2024)",
+        "2.1–2.3 Time-conditioned UNet",
+        "2.4–2.5 Class-conditioned UNet with CFG",
+        "2. Flow matching (fall 2025)",
+        "2.1–2.3 Time-conditioned UNet",
+        "2.4–2.6 Class-conditioned UNet with CFG",
+        "2.6 Getting rid of the LR scheduler",
+        "Evaluation: the judging classifier",
+        "Configuration and seeds",
+        "Runtime of each step",
+    ]
+    assert headings == expected
+    # figures land in their section: the OOD grid under 1.2.2, FM samples under flow matching
+    ood = md.index("#### 1.2.2 Out-of-distribution")
+    assert ood < md.index("figures/partB/single_step/ood.png") < md.index("#### 1.2.3 Denoising")
+    fm = md.index("### 2. Flow matching")
+    assert md.index("figures/partB/fm_class/samples_epoch10.png") > fm
+    assert md.index("figures/partB/ddpm_class/samples_epoch20.png") < fm
+    # epochs in numeric order (10 after 5)
+    assert md.index("fm_time/samples_epoch5.png") < md.index("fm_time/samples_epoch10.png")
+
+
+def test_tables_of_numbers(built) -> None:
+    out, _f, _n = built
+    md = (out / "index.md").read_text()
+    html = (out / "index.html").read_text()
+    # mean loss per epoch, from losses.csv
+    csv_path = Path("results/partB/ddpm_time/losses.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    e1 = [float(r["loss"]) for r in rows if r["epoch"] == "1"]
+    mean1 = sum(e1) / len(e1)
+    assert "Mean training loss per epoch (DDPM, time-conditioned)" in md
+    assert f"| 1 | {len(e1)} | {mean1:.4g} |" in md
+    # judged accuracy overall and per digit, one row per epoch
+    assert "Judged accuracy of samples by the MNIST classifier (DDPM, class-conditioned)" in md
+    ev = json.loads(Path("results/partB/ddpm_class/eval_epoch20.json").read_text())
+    row = f"| 20 | {100 * ev['accuracy']:.1f} % | 1000 | " + " | ".join(
+        f"{100 * ev['per_digit'][str(d)]:.1f} %" for d in range(10)
+    )
+    assert row in md
+    # accuracy quoted in the sample caption
+    assert (
+        f"Samples after epoch 20 (DDPM, class-conditioned). Judged accuracy {100 * ev['accuracy']:.1f} %."
+        in md
+    )
+    # anagram success vs baseline and blur PSNR (generic JSON renderers)
+    assert "| success_rate | 0.62 |" in md and "| baseline_success_rate | 0.11 |" in md
+    assert "| judge.model | clip |" in md
+    assert "|  | sigma | kernel | psnr_noisy | psnr_blur |" in md
+    assert "| 500 | 2 | 7 | 10.1 | 16.3 |" in md
+    # classifier metrics as an accuracy table
+    assert "Judged accuracy: metrics" in md
+    # seeds and config (YAML), runtimes per rule from the metadata
+    assert "| seed | 180 |" in md and "| partA.deepfloyd.seed_offset | 3 |" in md
+    assert "stage1: DeepFloyd/IF-I-L-v1.0" in md
+    assert "| train_partb | 1 | 20 min 34.5 s |" in md
+    assert "| plot_loss | 2 | 4.5 s |" in md
+    assert "unrelated" not in md  # outside the results folder
+    assert md.count("|") > 200 and "<table>" in html
+
+
+def test_html_is_self_contained_and_relative(built) -> None:
+    out, _f, _n = built
+    html = (out / "index.html").read_text()
+    parser = _Links()
+    parser.feed(html)
+    assert parser.links
+    for tag, attr, value in parser.links:
+        assert not re.match(r"^[a-z][a-z0-9+.-]*:", value, re.I), (tag, attr, value)
+        assert not value.startswith(("/", "\\")) and ".." not in value, (tag, attr, value)
+        if not value.startswith("#"):
+            assert (out / value).is_file(), value
+        else:
+            assert f'id="{value[1:]}"' in html, value
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert "url(" not in html and "@import" not in html
+    # nothing in the page points outside: no http(s) URL other than inside the config text
+    outside_pre = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)
+    assert not re.search(r"https?://", outside_pre)
+    assert str(out.parent.parent) not in html  # no absolute path of the build folder
+    md = (out / "index.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", md):
+        assert link.startswith(("figures/", "#")), link
+
+
+def test_missing_figure_fails_naming_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    figures, numbers = make_synthetic_results(tmp_path)
+    gone = "results/partB/fm_class/samples_epoch5.png"
+    Path(gone).unlink()
+    with pytest.raises(FundiffError, match=re.escape(gone)):
+        build_writeup(
+            figures,
+            numbers,
+            out_md="w/index.md",
+            out_html="w/index.html",
+            template_dir=TEMPLATES,
+        )
+    assert not Path("w/index.html").exists() and not Path("w/index.md").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "text", "empty"])
+def test_corrupt_figure_fails_naming_it(tmp_path, monkeypatch, damage: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    figures, numbers = make_synthetic_results(tmp_path)
+    bad = Path("results/partA/deepfloyd/a1_8_anagrams/rot90.png")
+    data = bad.read_bytes()
+    bad.write_bytes(
+        {"truncate": data[: len(data) // 2], "text": b"not a png\n", "empty": b""}[damage]
+    )
+    with pytest.raises(FundiffError, match=re.escape(str(bad))):
+        build_writeup(
+            figures, numbers, out_md="w/index.md", out_html="w/index.html", template_dir=TEMPLATES
+        )
+
+
+def test_all_problems_named_at_once(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    figures, numbers = make_synthetic_results(tmp_path)
+    Path(figures[0]).unlink()
+    Path(numbers[0]).write_text("{not json")
+    with pytest.raises(FundiffError) as err:
+        build_writeup(
+            figures + ["results/partB/fm_time/loss_extra.png"],
+            numbers,
+            out_md="w/index.md",
+            out_html="w/index.html",
+            template_dir=TEMPLATES,
+        )
+    msg = str(err.value)
+    assert figures[0] in msg and numbers[0] in msg and "loss_extra.png" in msg
+    assert "3 expected input(s)" in msg
+
+
+def test_unknown_results_are_shown_not_dropped(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    figures, numbers = make_synthetic_results(tmp_path)
+    extra = {
+        "results/partA/deepfloyd/a2_new_trick/x.png": "Other: a2 new trick",
+        "results/partB/ema_run/samples_epoch3.png": "ema run",
+        "results/partB/figures/mean_digit.png": "Other Part B results",
+        "results/misc/thing.png": "Other results",
+    }
+    for p in extra:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), "gray").save(p)
+    Path("results/partB/ema_run/notes.json").write_text(json.dumps({"why": "test", "k": [1, 2]}))
+    build_writeup(
+        figures + list(extra),
+        numbers + ["results/partB/ema_run/notes.json"],
+        out_md="w/index.md",
+        out_html="w/index.html",
+        template_dir=TEMPLATES,
+    )
+    md = Path("w/index.md").read_text()
+    for p, heading in extra.items():
+        assert f"# {heading}" in md, heading
+        assert "figures/" + p.split("results/", 1)[1].replace("misc/", "other/") in md, p
+    assert "| why | test |" in md and "| k | 1, 2 |" in md
+
+
+def test_two_backends_get_subsections(tmp_path, monkeypatch) -> None:
+    _build(tmp_path, monkeypatch, backends=("deepfloyd", "local"))
+    md = Path("results/writeup/index.md").read_text()
+    sdedit = md.index("### 1.7 Image-to-image translation (SDEdit)")
+    nxt = md.index("### 1.7.1")
+    block = md[sdedit:nxt]
+    assert "#### DeepFloyd IF" in block and "#### MNIST model (local backend)" in block
+    assert "figures/partA/local/a1_7_sdedit/own1.png" in block
+    assert "## Part A: the power of diffusion models\n" in md
+
+
+def test_rebuild_drops_stale_figures(tmp_path, monkeypatch) -> None:
+    figures, numbers = _build(tmp_path, monkeypatch)
+    stale = Path("results/writeup/figures/partB/old_run/loss.png")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x")
+    build_writeup(
+        figures,
+        numbers,
+        out_md="results/writeup/index.md",
+        out_html="results/writeup/index.html",
+        template_dir=TEMPLATES,
+    )
+    assert not stale.exists()
+    assert Path("results/writeup/figures/partB/fm_class/loss.png").is_file()
+
+
+def test_outputs_must_share_a_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FundiffError, match="same folder"):
+        build_writeup([], [], out_md="a/index.md", out_html="b/index.html", template_dir=TEMPLATES)
+
+
+def test_parse_result_path_allows_prefixes() -> None:
+    k = parse_result_path("results/ci/partA/local/a1_7_sdedit/mnist_7.png")
+    assert (k.part, k.group, k.task, k.name) == ("A", "local", "a1_7_sdedit", "mnist_7")
+    assert k.rel == "partA/local/a1_7_sdedit/mnist_7.png"
+    k = parse_result_path("/abs/results/partB/fm_class/samples_epoch10.png")
+    assert (k.part, k.group, k.name, k.rel) == (
+        "B",
+        "fm_class",
+        "samples_epoch10",
+        "partB/fm_class/samples_epoch10.png",
+    )
+    assert parse_result_path("x/y.png").rel == "other/y.png"
+
+
+def test_check_image_sizes(tmp_path) -> None:
+    p = tmp_path / "a.gif"
+    frames = [Image.new("L", (28, 28), v) for v in (0, 128, 255)]
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    assert check_image(p) == (28, 28)
+    svg = tmp_path / "b.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="20px" height="10"/>')
+    assert check_image(svg) == (20, 10)
+    with pytest.raises(FundiffError, match="unsupported"):
+        (tmp_path / "c.pdf").write_bytes(b"%PDF")
+        check_image(tmp_path / "c.pdf")
+
+
+def test_loss_table_means_and_lr(tmp_path) -> None:
+    p = tmp_path / "losses.csv"
+    p.write_text("epoch,step,loss,lr\n1,1,1.0,0.01\n1,2,0.5,0.01\n2,3,0.25,0.001\n10,4,0.1,1e-4\n")
+    t = loss_table(p)
+    assert t.columns == ["epoch", "steps", "mean loss", "last loss", "lr"]
+    assert t.rows == [
+        ["1", "2", "0.75", "0.5", "0.01"],
+        ["2", "1", "0.25", "0.25", "0.001"],
+        ["10", "1", "0.1", "0.1", "1.000e-04"],
+    ]
+    (tmp_path / "bad.csv").write_text("step,value\n1,2\n")
+    with pytest.raises(FundiffError, match="bad.csv"):
+        loss_table(tmp_path / "bad.csv")
+
+
+def test_json_tables_shapes() -> None:
+    (t,) = json_tables([{"a": 1, "b": 2.5}, {"a": 3, "c": "x"}], "rows")
+    assert t.columns == ["a", "b", "c"] and t.rows == [["1", "2.5", ""], ["3", "", "x"]]
+    (t,) = json_tables({"x": {"y": {"z": 1}}, "l": list(range(20))}, "nested")
+    assert t.rows == [["x.y.z", "1"], ["l", "[20 values]"]]
+    (t,) = json_tables(0.123456, "scalar")
+    assert t.rows == [["0.1235"]]
+
+
+def test_find_seeds() -> None:
+    assert find_seeds(CONFIG) == [("seed", 180), ("partA.deepfloyd.seed_offset", 3)]
+    assert find_seeds({"runs": [{"seed": 1}, {"x": 2}]}) == [("runs[0].seed", 1)]
+
+
+def test_metadata_decoding_long_paths_and_merging(tmp_path) -> None:
+    meta = tmp_path / "metadata"
+    long_out = "results/partB/" + "x" * 300 + "/model.safetensors"
+    # Snakemake splits names longer than the file-name limit into '@'-prefixed folders
+    assert len(record_path(meta, long_out).relative_to(meta).parts) > 1
+    write_metadata(
+        meta,
+        [
+            ("train", [long_out, "results/partB/run/losses.csv"], 100.0, 160.0),
+            ("plot", ["results/partB/run/loss.png"], 170.0, 171.5),
+            ("other", ["elsewhere/x"], 10.0, 11.0),
+        ],
+    )
+    (meta / "garbage!").write_text("{")
+    timings = read_runtimes(meta)
+    assert [t.rule for t in timings] == ["other", "train", "plot"]
+    train = timings[1]
+    assert set(train.outputs) == {long_out, "results/partB/run/losses.csv"}
+    assert train.duration == 60.0
+    assert [t.rule for t in read_runtimes(meta, under="results")] == ["train", "plot"]
+    assert [t.rule for t in read_runtimes(meta, exclude="results/partB/run")] == ["other", "train"]
+    assert read_runtimes(tmp_path / "absent") == []
