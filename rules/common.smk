@@ -143,10 +143,11 @@ def backend_params(wildcards):
     bcfg = config["partA"][wildcards.backend]
     keep = ("guidance", "timesteps", "base_prompt", "test_image")
     params = {k: bcfg[k] for k in keep}
+    params["forward_timesteps"] = bcfg["tasks"]["forward"]["timesteps"]
     params["seed"] = config["seed"]
     params["device"] = config["device"]
     if wildcards.backend == "deepfloyd":
-        for k in ("stage1", "stage2", "dtype", "variant"):
+        for k in ("stage1", "stage2", "dtype", "variant", "upsample", "upsample_steps"):
             params[k] = bcfg[k]
     else:
         spec = config["partB"]["runs"][bcfg["run"]]
@@ -236,7 +237,7 @@ def model_inputs(wildcards):
         run = config["partA"]["local"]["run"]
         return {"model": f"{PB}/{run}/model.safetensors"}
     # embeddings: `ancient` because a job reruns through its own params when its prompts change
-    return {"embeddings": ancient(f"{R}/partA/deepfloyd/prompt_embeddings.pt")}
+    return {"embeddings": ancient(f"{R}/partA/deepfloyd/prompt_embeddings.safetensors")}
 
 
 def judge_inputs(wildcards):

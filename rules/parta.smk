@@ -1,7 +1,7 @@
 rule embed_prompts:
     """T5-encode every DeepFloyd prompt (plus '') once; sampling jobs load no text encoder."""
     output:
-        embeddings=f"{R}/partA/deepfloyd/prompt_embeddings.pt",
+        embeddings=f"{R}/partA/deepfloyd/prompt_embeddings.safetensors",
     params:
         prompts=deepfloyd_prompts(),
         model=config["partA"]["deepfloyd"]["text_encoder"]

@@ -33,7 +33,7 @@ rule train_unet:
         precision=config["partB"]["precision"],
         seed=config["seed"],
         device=config["device"],
-        checkpoints=f"{PB}/{{run}}/checkpoints",
+        work_dir=f"{PB}/{{run}}/training",
     log:
         "logs/train_unet/{run}.log",
     threads: config["threads"]["train"]

@@ -155,6 +155,7 @@ def _check_cross_references(config: dict[str, Any]) -> None:
                         f"the {strided} strided timesteps"
                     )
         if backend == "local":
+            _check_digit_prompts(bcfg, prefix)
             run = bcfg["run"]
             spec = runs.get(run)
             if spec is None or not spec.get("enabled", True):
@@ -180,6 +181,38 @@ def _check_cross_references(config: dict[str, Any]) -> None:
             raise FundiffError(
                 f"config key partB.runs.{name}.conditioning: time or class for {spec['objective']}"
             )
+
+
+def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
+    """Every prompt of the local backend must name a digit (or be '' = unconditional)."""
+    from fundiff.backends import parse_digit_prompt
+
+    tasks = bcfg["tasks"]
+    prompts: list[tuple[str, str]] = [(f"{prefix}.base_prompt", bcfg["base_prompt"])]
+    prompts += [
+        (f"{prefix}.tasks.text_to_image.prompts[{i}]", p)
+        for i, p in enumerate(tasks["text_to_image"]["prompts"])
+    ]
+    for task in ("cfg", "sdedit", "sdedit_drawn", "inpaint"):
+        if tasks[task]["prompt"] is not None:
+            prompts.append((f"{prefix}.tasks.{task}.prompt", tasks[task]["prompt"]))
+    prompts.append((f"{prefix}.tasks.logo.prompt", tasks["logo"]["prompt"]))
+    for name, item in tasks["translate"]["items"].items():
+        prompts.append((f"{prefix}.tasks.translate.items.{name}.prompt", item["prompt"]))
+    for name, item in tasks["anagrams"]["illusions"].items():
+        prompts += [
+            (f"{prefix}.tasks.anagrams.illusions.{name}.prompts[{i}]", p)
+            for i, p in enumerate(item["prompts"])
+        ]
+    for name, item in tasks["hybrids"]["pairs"].items():
+        prompts += [(f"{prefix}.tasks.hybrids.pairs.{name}.{k}", item[k]) for k in ("low", "high")]
+    for key, prompt in prompts:
+        if key.endswith("logo.prompt") and not tasks["logo"]["enabled"]:
+            continue
+        try:
+            parse_digit_prompt(prompt)
+        except FundiffError as err:
+            raise FundiffError(f"config key {key}: {err}") from None
 
 
 def slug(text: str) -> str:

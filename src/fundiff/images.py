@@ -127,3 +127,33 @@ def to_pil(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> I
     arr = ((x.detach().float().cpu().clamp(lo, hi) - lo) / (hi - lo) * 255.0).round().byte()
     arr = arr.numpy()
     return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+
+
+def load_input(
+    spec: dict,
+    *,
+    resolution: int,
+    channels: int,
+    value_range: tuple[float, float],
+    with_mask: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Load an ``inputs`` manifest entry (path, mask, invert, method) for a backend.
+
+    Returns:
+        (image (1, C, R, R) in ``value_range``, mask (1, 1, R, R) of 0/1 or None).
+    """
+    img = load_image(spec["path"])
+    x = prepare_image(
+        img,
+        resolution=resolution,
+        channels=channels,
+        value_range=value_range,
+        method=spec.get("method", "center_crop"),
+        invert=spec.get("invert", False),
+    )
+    mask = None
+    if with_mask:
+        if not spec.get("mask"):
+            raise FundiffError(f"{spec['path']}: no mask configured for this image")
+        mask = load_mask(spec["mask"], image_size=img.size, resolution=resolution)
+    return x, mask

@@ -1,0 +1,12 @@
+"""Snakemake adapter: B1.2 noising grid."""
+
+import sys
+
+from fundiff.data import load_mnist
+from fundiff.partb import noising_figure
+
+sys.stderr = open(snakemake.log[0], "w")
+mnist = load_mnist(snakemake.input.mnist)
+noising_figure(
+    mnist.train_images, snakemake.params.sigmas, snakemake.params.seed, snakemake.output.png
+)

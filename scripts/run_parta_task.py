@@ -1,0 +1,56 @@
+"""Snakemake adapter: one Part A deliverable (task, backend, item) -> PNG + JSON."""
+
+import json
+import sys
+
+from fundiff import backends, images, parta
+from fundiff.runtime import set_threads
+
+sys.stderr = open(snakemake.log[0], "w")
+set_threads(snakemake.threads)
+
+backend = snakemake.wildcards.backend
+task = snakemake.params.task
+settings = dict(snakemake.params.backend)
+res, channels, value_range = backends.BACKEND_GEOMETRY[backend]
+settings["value_range"] = value_range
+
+files = {k: str(v) for k, v in snakemake.input.items()}
+if task in ("forward", "blur"):
+    denoiser, schedule = None, backends.schedule_for(backend, settings)
+else:
+    denoiser = backends.load_backend(backend, settings, files)
+    schedule = denoiser.schedule
+    res, channels = denoiser.resolution, denoiser.channels
+
+image = mask = None
+if "image" in files:
+    image, mask = images.load_input(
+        snakemake.params.image,
+        resolution=res,
+        channels=channels,
+        value_range=value_range,
+        with_mask="mask" in files,
+    )
+
+judge = None
+if "judge" in files:
+    from fundiff.evaluation import load_classifier
+
+    judge = load_classifier(files["judge"])
+upsampler = None
+if task == "text_to_image" and backend == "deepfloyd" and settings["upsample"]:
+    upsampler = backends.deepfloyd_upsampler(settings, denoiser)
+
+job = parta.Job(
+    denoiser,
+    settings,
+    snakemake.params.settings,
+    schedule=schedule,
+    upsampler=upsampler,
+    judge=judge,
+)
+numbers = parta.run_task(task, job, image, mask, snakemake.output.png)
+with open(snakemake.output.json, "w") as f:
+    json.dump(numbers, f, indent=2)
+print(json.dumps(numbers), file=sys.stderr)

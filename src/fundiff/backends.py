@@ -1,0 +1,149 @@
+"""Part A backends behind the :class:`fundiff.denoisers.Denoiser` interface.
+
+* ``local``: the class-conditioned MNIST DDPM trained in Part B. A prompt names a digit
+  (``"a 7"``, ``"seven"``, ``"digit 7"``, ``"7"``); ``""`` is the unconditional branch. Its
+  schedule is the model's own (T = 300 linear betas in the course); data in [0, 1].
+* ``deepfloyd``: DeepFloyd IF stage I through diffusers (:mod:`fundiff.deepfloyd`), with the
+  prompt embeddings precomputed by the ``embed_prompts`` rule.
+
+:func:`load_backend` builds either from a job's params, so scripts stay thin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fundiff.denoisers import DenoiserOutput
+from fundiff.errors import FundiffError
+from fundiff.schedules import NoiseSchedule
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ACCEPTED_FORMS = "'' (unconditional), 'a 7', 'an 8', '7', 'seven', 'a seven', 'digit 7', 'the digit 7', 'number 7'"
+
+
+def parse_digit_prompt(prompt: str) -> int | None:
+    """The digit a prompt names, or None for the null prompt ``""``.
+
+    Raises:
+        FundiffError listing the accepted forms when the prompt names no digit.
+    """
+    text = prompt.strip().lower()
+    if not text:
+        return None
+    words = re.sub(r"[^a-z0-9 ]", " ", text).split()
+    while words and words[0] in ("a", "an", "the", "digit", "number", "handwritten"):
+        words = words[1:]
+    if len(words) == 1:
+        word = words[0]
+        if word.isdigit() and len(word) == 1:
+            return int(word)
+        if word in DIGIT_WORDS:
+            return DIGIT_WORDS.index(word)
+    raise FundiffError(
+        f"unknown prompt {prompt!r} for the MNIST model; accepted forms: {ACCEPTED_FORMS}"
+    )
+
+
+class LocalDenoiser:
+    """The Part B class-conditioned DDPM as a Part A denoiser.
+
+    Timesteps are the schedule's 0-based indices t in [0, T-1] (course t = index + 1), the
+    same convention as :class:`fundiff.diffusion.DDPM`. Conditions are one-hot (B, 10) rows,
+    zeros for ``""``. Images (B, 1, 28, 28), data range [0, 1].
+    """
+
+    channels = 1
+    resolution = 28
+    value_range = (0.0, 1.0)
+    variance_type = "fixed_small"
+
+    def __init__(self, ddpm: Any) -> None:
+        if getattr(ddpm, "conditioning", None) != "class":
+            raise FundiffError("partA.local.run must name a class-conditioned DDPM run")
+        self.ddpm = ddpm.eval()
+        self.schedule = NoiseSchedule.from_betas(ddpm.betas.double().cpu())
+        self.device = next(ddpm.parameters()).device
+
+    def conditions(self, prompts: Sequence[str]) -> Tensor:
+        """One-hot rows (len(prompts), 10) for digit prompts, zeros for ``""``."""
+        c = torch.zeros(len(prompts), 10, device=self.device)
+        for row, prompt in enumerate(prompts):
+            digit = parse_digit_prompt(prompt)
+            if digit is not None:
+                c[row, digit] = 1.0
+        return c
+
+    @torch.no_grad()
+    def __call__(self, x_t: Tensor, t: Tensor, cond: Tensor) -> DenoiserOutput:
+        eps = self.ddpm.predict_eps(x_t.float(), t.long(), cond.float())
+        return DenoiserOutput(eps=eps.to(x_t.dtype), variance=None)
+
+
+def load_backend(backend: str, params: Mapping[str, Any], files: Mapping[str, str]) -> Any:
+    """Build the denoiser of a Part A job.
+
+    Args:
+        backend: "local" or "deepfloyd".
+        params: the job's backend params (device, model ids, dtype, variant, ...).
+        files: the job's model inputs: ``model`` (local weights) or ``embeddings`` (IF).
+    """
+    from fundiff.runtime import resolve_device
+
+    device = resolve_device(params.get("device", "auto"))
+    if backend == "local":
+        from fundiff.training import load_model
+
+        return LocalDenoiser(load_model(files["model"], device=device))
+    if backend == "deepfloyd":
+        from fundiff import deepfloyd
+
+        deepfloyd.preflight(params["stage1"])
+        variant = None if params["variant"] == "none" else params["variant"]
+        pipe = deepfloyd.load_stage1(
+            params["stage1"], device=device, dtype=params["dtype"], variant=variant
+        )
+        embeddings = deepfloyd.load_embeddings(files["embeddings"])
+        return deepfloyd.DeepFloydDenoiser.from_pipeline(pipe, embeddings)
+    raise FundiffError(f"unknown backend {backend!r} (local | deepfloyd)")
+
+
+def schedule_for(backend: str, params: Mapping[str, Any]) -> NoiseSchedule:
+    """The backend's noise schedule without loading the network (forward noising, blur)."""
+    if backend == "local":
+        s = params["schedule"]
+        return NoiseSchedule.linear(T=s["T"], beta_start=s["beta_start"], beta_end=s["beta_end"])
+    from diffusers import DDPMScheduler
+
+    from fundiff import deepfloyd
+
+    deepfloyd.preflight(params["stage1"])
+    return NoiseSchedule.from_diffusers(
+        DDPMScheduler.from_pretrained(params["stage1"], subfolder="scheduler")
+    )
+
+
+def deepfloyd_upsampler(params: Mapping[str, Any], denoiser: Any):
+    """A function (images (B, 3, 64, 64), prompt, generator) -> (B, 3, 256, 256) via stage II."""
+    from fundiff import deepfloyd
+
+    variant = None if params["variant"] == "none" else params["variant"]
+    stage2 = deepfloyd.load_stage2(
+        params["stage2"], device=denoiser.device, dtype=params["dtype"], variant=variant
+    )
+
+    def upsample(images: Tensor, prompt: str, generator: torch.Generator) -> Tensor:
+        cond, null = denoiser.conditions([prompt, ""])
+        return deepfloyd.upsample(
+            stage2, images, cond, null, steps=params["upsample_steps"], generator=generator
+        )
+
+    return upsample
+
+
+#: (resolution, channels, value range) of each backend's images
+BACKEND_GEOMETRY = {"local": (28, 1, (0.0, 1.0)), "deepfloyd": (64, 3, (-1.0, 1.0))}

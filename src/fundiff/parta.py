@@ -1,0 +1,468 @@
+"""Part A deliverables as recipes over the sampler core, one function per task.
+
+Each recipe takes a denoiser (any backend), the task's settings from config and its inputs,
+writes one PNG figure and returns the numbers it measured (saved as JSON next to the figure).
+Nothing here knows which backend it runs on: resolution, channels, value range and T come from
+the denoiser; strided timesteps are given in DeepFloyd's 1000-step units and scaled to T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fundiff import samplers
+from fundiff.errors import FundiffError
+from fundiff.figures import image_grid
+from fundiff.runtime import seed_generator
+from fundiff.schedules import NoiseSchedule, scale_timesteps, strided_timesteps
+from fundiff.views import gaussian_blur, get_view, hybrid_filters
+
+Settings = Mapping[str, Any]
+
+
+def strided(schedule: NoiseSchedule, timesteps: Settings) -> list[int]:
+    """The strided list (e.g. 990..0 by 30) in the schedule's own T."""
+    ts = strided_timesteps(timesteps["start"], timesteps["stride"])
+    T = schedule.num_train_timesteps
+    return ts if T == 1000 else scale_timesteps(ts, from_T=1000, to_T=T)
+
+
+def to_T(t: int, schedule: NoiseSchedule) -> int:
+    """A timestep in 1000-step units mapped to the schedule's T."""
+    T = schedule.num_train_timesteps
+    return min(T - 1, max(0, round(t * T / 1000)))
+
+
+def leading_timesteps(T: int, steps: int) -> list[int]:
+    """``num_inference_steps`` timesteps spaced like diffusers' default ("leading")."""
+    if steps >= T:
+        return list(range(T - 1, -1, -1))
+    ratio = T // steps
+    return sorted({i * ratio for i in range(steps)}, reverse=True)
+
+
+def psnr_db(x: Tensor, ref: Tensor, value_range: tuple[float, float]) -> float:
+    """PSNR in dB of one image batch against a reference, clipped to the value range."""
+    lo, hi = value_range
+    return float(samplers.psnr(x.clamp(lo, hi), ref, data_range=hi - lo).mean())
+
+
+class Job:
+    """What every recipe gets: the denoiser, backend settings, task settings and a generator."""
+
+    def __init__(
+        self,
+        denoiser: Any,
+        backend: Settings,
+        settings: Settings,
+        *,
+        schedule: NoiseSchedule | None = None,
+        upsampler: Callable[[Tensor, str, torch.Generator], Tensor] | None = None,
+        judge: Any = None,
+    ) -> None:
+        self.denoiser = denoiser
+        self.schedule = schedule if schedule is not None else denoiser.schedule
+        self.backend = backend
+        self.settings = settings
+        self.upsampler = upsampler
+        self.judge = judge
+        device = getattr(denoiser, "device", "cpu") if denoiser is not None else "cpu"
+        self.device = torch.device(device)
+        self.generator = seed_generator(backend["seed"], self.device)
+        self.timesteps = strided(self.schedule, backend["timesteps"])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return tuple(self.backend["value_range"])  # type: ignore[return-value]
+
+    def prompt(self, key: str = "prompt") -> str:
+        """The task's prompt, or the backend's base prompt when the task leaves it null."""
+        value = self.settings.get(key)
+        return self.backend["base_prompt"] if value is None else value
+
+    def grid(self, rows: list[list[Tensor]], path: str | Path, **kw: Any) -> None:
+        image_grid(rows, path=path, value_range=self.value_range, **kw)
+
+
+def _row(batch: Tensor) -> list[Tensor]:
+    return [batch[i].detach().float().cpu() for i in range(batch.shape[0])]
+
+
+def _label(p: str) -> str:
+    return repr(p) if p else "'' (unconditional)"
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+    """A0: CFG samples of one prompt at several step counts (+ stage II where available)."""
+    prompt, s = job.settings["item"]["prompt"], job.settings
+    T = job.schedule.num_train_timesteps
+    rows, labels, up_rows, up_labels = [], [], [], []
+    for steps in s["steps"]:
+        ts = leading_timesteps(T, steps)
+        x = samplers.sample(
+            job.denoiser,
+            prompt,
+            s["n"],
+            generator=job.generator,
+            timesteps=ts,
+            guidance=job.backend["guidance"],
+            final_step=True,
+        )
+        rows.append(_row(x))
+        labels.append(f"{steps} steps")
+        if job.upsampler is not None:
+            up_rows.append(_row(job.upsampler(x, prompt, job.generator)))
+            up_labels.append(f"{steps} steps, 256 px")
+    job.grid(
+        rows + up_rows,
+        out,
+        row_labels=labels + up_labels,
+        col_labels=[f"sample {i + 1}" for i in range(s["n"])],
+        title=f"{_label(prompt)}, CFG {job.backend['guidance']}, seed {job.backend['seed']}",
+    )
+    return {"prompt": prompt, "steps": list(s["steps"]), "upsampled": job.upsampler is not None}
+
+
+def forward(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+    """A1.1: the test image noised at t = 250/500/750 (scaled to T)."""
+    ts = [to_T(t, job.schedule) for t in job.settings["timesteps"]]
+    noisy = [job.schedule.forward(image, t, job.generator)[0] for t in ts]
+    job.grid(
+        [[image[0].cpu()] + [n[0].cpu() for n in noisy]],
+        out,
+        col_labels=["original"] + [f"t = {t}" for t in ts],
+        title="Forward process",
+    )
+    return {"timesteps": ts}
+
+
+def blur(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+    """A1.2: the best Gaussian blur (by PSNR to the clean image) of each noisy image."""
+    ts = [to_T(t, job.schedule) for t in job.backend["forward_timesteps"]]
+    noisy = torch.cat([job.schedule.forward(image, t, job.generator)[0] for t in ts])
+    lo, hi = job.value_range
+    blurred, best = samplers.best_blur(
+        noisy,
+        image.expand_as(noisy),
+        kernel_sizes=job.settings["kernel_sizes"],
+        sigmas=job.settings["sigmas"],
+        data_range=hi - lo,
+    )
+    cols = [
+        f"t = {t}: k {b['kernel_size']}, σ {b['sigma']:g}, {b['psnr']:.1f} dB"
+        for t, b in zip(ts, best, strict=True)
+    ]
+    job.grid(
+        [_row(noisy), _row(blurred)],
+        out,
+        row_labels=["noisy", "best blur"],
+        col_labels=cols,
+        title="Classical denoising",
+    )
+    return {
+        "timesteps": ts,
+        "best": best,
+        "noisy_psnr": [psnr_db(n[None], image, job.value_range) for n in noisy],
+    }
+
+
+def one_step(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+    """A1.3: original / noisy / one-step estimate at each forward timestep."""
+    ts = [to_T(t, job.schedule) for t in job.backend["forward_timesteps"]]
+    prompt = job.backend["base_prompt"]
+    rows, psnrs = [[], [], []], []
+    for t in ts:
+        x_t = job.schedule.forward(image, t, job.generator)[0]
+        x0 = samplers.one_step_denoise(job.denoiser, x_t, t, prompt)
+        rows[0].append(image[0].cpu())
+        rows[1].append(x_t[0].cpu())
+        rows[2].append(x0[0].float().cpu())
+        psnrs.append(psnr_db(x0, image, job.value_range))
+    job.grid(
+        rows,
+        out,
+        row_labels=["original", "noisy", "one-step"],
+        col_labels=[f"t = {t}" for t in ts],
+        title=f"One-step denoising, prompt {_label(prompt)}",
+    )
+    return {"timesteps": ts, "prompt": prompt, "psnr_one_step": psnrs}
+
+
+def iterative(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+    """A1.4: iterative denoising from i_start beside one-step and blur."""
+    s, ts = job.settings, job.timesteps
+    i_start = s["i_start"]
+    if not 0 <= i_start < len(ts) - 1:
+        raise FundiffError(
+            f"config key tasks.iterative.i_start: {i_start} is outside 0..{len(ts) - 2}"
+        )
+    prompt = job.backend["base_prompt"]
+    x_t = job.schedule.forward(image, ts[i_start], job.generator)[0]
+    shown: list[tuple[int, Tensor]] = []
+
+    def keep(i: int, t: int, x: Tensor, x0: Tensor) -> None:
+        if (i - i_start) % s["show_every"] == 0:
+            shown.append((t, x[0].float().cpu()))
+
+    result = samplers.iterative_denoise(
+        job.denoiser, x_t, i_start, prompt, generator=job.generator, timesteps=ts, callback=keep
+    )
+    single = samplers.one_step_denoise(job.denoiser, x_t, ts[i_start], prompt)
+    lo, hi = job.value_range
+    blurred, best = samplers.best_blur(x_t, image, data_range=hi - lo)
+    top = [x for _, x in shown]
+    bottom = [image[0].cpu(), result[0].float().cpu(), single[0].float().cpu(), blurred[0].cpu()]
+    job.grid(
+        [top, bottom],
+        out,
+        cell_labels=[[f"t = {t}" for t, _ in shown], ["original", "iterative", "one-step", "blur"]],
+        title=f"Iterative denoising from t = {ts[i_start]} (i_start {i_start})",
+    )
+    return {
+        "i_start": i_start,
+        "t_start": ts[i_start],
+        "shown_timesteps": [t for t, _ in shown],
+        "psnr_iterative": psnr_db(result, image, job.value_range),
+        "psnr_one_step": psnr_db(single, image, job.value_range),
+        "psnr_blur": best[0]["psnr"],
+    }
+
+
+def sampling(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+    """A1.5: samples from pure noise with the base prompt, no CFG."""
+    prompt = job.backend["base_prompt"]
+    x = samplers.sample(
+        job.denoiser, prompt, job.settings["n"], generator=job.generator, timesteps=job.timesteps
+    )
+    job.grid(
+        [_row(x)],
+        out,
+        col_labels=[f"sample {i + 1}" for i in range(len(x))],
+        title=f"Samples of {_label(prompt)}, no CFG",
+    )
+    return {"prompt": prompt, "n": len(x)}
+
+
+def cfg(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+    """A1.6: classifier-free guidance samples."""
+    prompt, g = job.prompt(), job.backend["guidance"]
+    x = samplers.sample(
+        job.denoiser,
+        prompt,
+        job.settings["n"],
+        generator=job.generator,
+        timesteps=job.timesteps,
+        guidance=g,
+    )
+    job.grid(
+        [_row(x)],
+        out,
+        col_labels=[f"sample {i + 1}" for i in range(len(x))],
+        title=f"CFG samples of {_label(prompt)}, scale {g}",
+    )
+    return {"prompt": prompt, "guidance": g, "n": len(x)}
+
+
+def _levels(job: Job, image: Tensor, prompt: str, out: Path, title: str) -> dict:
+    levels = job.settings["i_starts"]
+    results = samplers.sdedit(
+        job.denoiser,
+        image,
+        levels,
+        prompt,
+        generator=job.generator,
+        timesteps=job.timesteps,
+        guidance=job.backend["guidance"],
+    )
+    row = [r[0].float().cpu() for r in results] + [image[0].cpu()]
+    cols = [f"i_start {i} (t {job.timesteps[i]})" for i in levels] + ["original"]
+    job.grid([row], out, col_labels=cols, title=title)
+    return {
+        "prompt": prompt,
+        "i_starts": list(levels),
+        "t_starts": [job.timesteps[i] for i in levels],
+    }
+
+
+def sdedit(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+    """A1.7 / A1.7.1: SDEdit at several noise levels."""
+    prompt = job.prompt()
+    return _levels(
+        job, image, prompt, out, f"SDEdit towards {_label(prompt)}, CFG {job.backend['guidance']}"
+    )
+
+
+def translate(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+    """A1.7.3 and the logo extra: text-conditional image-to-image."""
+    item = job.settings.get("item") or {}
+    prompt = item.get("prompt") or job.settings["prompt"]
+    return _levels(job, image, prompt, out, f"Text-conditional translation to {_label(prompt)}")
+
+
+def inpaint(job: Job, image: Tensor, mask: Tensor, out: Path) -> dict:
+    """A1.7.2: original / mask / hole / results (one per seed)."""
+    prompt, s = job.prompt(), job.settings
+    lo, _ = job.value_range
+    results = [
+        samplers.inpaint(
+            job.denoiser,
+            image,
+            mask,
+            prompt,
+            generator=job.generator,
+            timesteps=job.timesteps,
+            guidance=job.backend["guidance"],
+            repaint_jumps=s["repaint_jumps"],
+        )
+        for _ in range(s["n"])
+    ]
+    m = mask[0].cpu()
+    mask_img = m.expand(image.shape[1], -1, -1) * (job.value_range[1] - lo) + lo
+    hole = image[0].cpu() * (1 - m) + lo * m
+    row = [image[0].cpu(), mask_img, hole] + [r[0].float().cpu() for r in results]
+    cols = ["original", "mask", "hole"] + [f"result {i + 1}" for i in range(len(results))]
+    job.grid([row], out, col_labels=cols, title=f"Inpainting with {_label(prompt)}")
+    outside = [float(((r - image).abs() * (1 - mask)).amax()) for r in results]
+    return {
+        "prompt": prompt,
+        "n": len(results),
+        "repaint_jumps": s["repaint_jumps"],
+        "max_change_outside_mask": outside,
+    }
+
+
+def _judged(job: Job, x: Tensor, digit_prompt: str) -> Tensor | None:
+    """Per-image correctness of a digit judge on (N, 1, 28, 28) in [0, 1] (None: no judge)."""
+    if job.judge is None:
+        return None
+    from fundiff.backends import parse_digit_prompt
+    from fundiff.evaluation import predict
+
+    digit = parse_digit_prompt(digit_prompt)
+    return predict(job.judge, x.float().clamp(0, 1).cpu()) == digit
+
+
+def anagrams(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+    """A1.8: visual anagrams, several seeds; upright row and row seen through the view."""
+    item, n = job.settings["item"], job.settings["n"]
+    p1, p2 = item["prompts"]
+    view = get_view(item["view"])
+    x = samplers.visual_anagram(
+        job.denoiser,
+        [p1, p2],
+        ["identity", view],
+        n,
+        generator=job.generator,
+        timesteps=job.timesteps,
+        guidance=job.backend["guidance"],
+    )
+    seen = view.view(x)
+    job.grid(
+        [_row(x), _row(seen)],
+        out,
+        row_labels=[_label(p1), f"{item['view']}: {_label(p2)}"],
+        col_labels=[f"seed {i + 1}" for i in range(n)],
+        title=f"Visual anagram ({item['view']})",
+    )
+    numbers: dict[str, Any] = {"prompts": [p1, p2], "view": item["view"], "n": n}
+    ok1, ok2 = _judged(job, x, p1), _judged(job, seen, p2)
+    if ok1 is not None and ok2 is not None:
+        plain = samplers.sample(
+            job.denoiser,
+            p1,
+            n,
+            generator=job.generator,
+            timesteps=job.timesteps,
+            guidance=job.backend["guidance"],
+        )
+        base = _judged(job, view.view(plain), p2)
+        numbers.update(
+            success=float((ok1 & ok2).float().mean()),
+            upright_correct=float(ok1.float().mean()),
+            view_correct=float(ok2.float().mean()),
+            baseline_plain_samples=float(base.float().mean()),
+        )
+    return numbers
+
+
+def hybrids(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+    """A1.9: hybrid images, several seeds; full size beside the far-away (low-pass) look."""
+    item, n = job.settings["item"], job.settings["n"]
+    low, high = item["low"], item["high"]
+    x = samplers.hybrid(
+        job.denoiser,
+        [low, high],
+        n,
+        generator=job.generator,
+        timesteps=job.timesteps,
+        guidance=job.backend["guidance"],
+        sigma=item["sigma"],
+        kernel_size=item["kernel"],
+    )
+    lp = hybrid_filters(job.denoiser.resolution, sigma=item["sigma"], kernel_size=item["kernel"])[0]
+    far = gaussian_blur(x.float(), lp.kernel_size, lp.sigma)
+    small = torch.nn.functional.interpolate(x.float(), scale_factor=0.25, mode="area")
+    job.grid(
+        [_row(x), _row(far), _row(small)],
+        out,
+        row_labels=["up close", "from far (blurred)", "downscaled 4x"],
+        col_labels=[f"seed {i + 1}" for i in range(n)],
+        title=f"Hybrid: {_label(low)} far, {_label(high)} near",
+    )
+    numbers: dict[str, Any] = {
+        "low": low,
+        "high": high,
+        "sigma": lp.sigma,
+        "kernel": lp.kernel_size,
+        "n": n,
+    }
+    ok_far, ok_near = _judged(job, far, low), _judged(job, x, high)
+    if ok_far is not None and ok_near is not None:
+        numbers.update(
+            success=float((ok_far & ok_near).float().mean()),
+            far_correct=float(ok_far.float().mean()),
+            near_correct=float(ok_near.float().mean()),
+            note="digits at 28 px barely separate by frequency: a digit's identity lives at the 2-3 px stroke scale",
+        )
+    return numbers
+
+
+RECIPES: dict[str, Callable[[Job, Any, Any, Path], dict]] = {
+    "text_to_image": text_to_image,
+    "forward": forward,
+    "blur": blur,
+    "one_step": one_step,
+    "iterative": iterative,
+    "sampling": sampling,
+    "cfg": cfg,
+    "sdedit": sdedit,
+    "sdedit_drawn": sdedit,
+    "inpaint": inpaint,
+    "translate": translate,
+    "anagrams": anagrams,
+    "hybrids": hybrids,
+    "logo": translate,
+}
+
+
+@torch.no_grad()
+def run_task(
+    task: str, job: Job, image: Tensor | None, mask: Tensor | None, out_png: str | Path
+) -> dict:
+    """Run one Part A deliverable; returns its numbers (the caller writes them as JSON)."""
+    if task not in RECIPES:
+        raise FundiffError(f"unknown Part A task {task!r}")
+    if image is not None:
+        image = image.to(job.device)
+    if mask is not None:
+        mask = mask.to(job.device)
+    numbers = RECIPES[task](job, image, mask, Path(out_png))
+    return {"task": task, "seed": job.backend["seed"], **numbers}
