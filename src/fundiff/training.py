@@ -1,0 +1,699 @@
+"""Training loop for the Part B objectives: resumable, deterministic, fast on CPU.
+
+* The whole data set is ONE float tensor on the device, (N, 1, 28, 28) in [0, 1]; each epoch
+  draws a seeded permutation and indexes batches from it (no DataLoader, no per-sample Python).
+* One ``torch.Generator`` (seeded from ``cfg.seed``, on the device) drives the permutation and
+  every noise / timestep / class-drop draw; its state is checkpointed.
+* A checkpoint is written after every epoch to ``run_dir/checkpoints/`` (weights as
+  safetensors, optimizer / LR scheduler / EMA / generator / counters with ``torch.save``),
+  atomically (tmp file + ``os.replace``; the ``.pt`` state file is written last and marks the
+  checkpoint complete). Rerunning :func:`train` with the same objective spec, config and data
+  resumes from the newest checkpoint with the same *config hash* and, on CPU, ends with weights
+  bit-identical to an uninterrupted run. Checkpoints with another hash are ignored, deleted and
+  overwritten (logged to ``run_dir/train.log``).
+* ``run_dir/losses.csv`` (columns ``epoch,step,loss,lr``; epoch 1-based, step = 1-based global
+  optimizer step) gets one row per ``log_every`` steps; on resume rows past the checkpoint are
+  dropped, so the file never has duplicate steps.
+* ``run_dir/snapshots/epoch_{e:03d}.safetensors`` for each epoch in ``snapshot_epochs``, and
+  ``run_dir/model.safetensors`` + ``run_dir/model.json`` at the end (EMA weights when EMA is on).
+  Every weights file carries the objective spec in its safetensors metadata, so
+  :func:`load_model` rebuilds the model from any of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from fundiff.diffusion import Objective, build_objective
+from fundiff.errors import FundiffError
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "EMA",
+    "train",
+    "config_hash",
+    "images_to_float",
+    "save_weights",
+    "load_model",
+    "read_losses",
+]
+
+log = logging.getLogger("fundiff.training")
+
+LR_SCHEDULES = ("exponential", "constant", "warmup_constant", "warmup_cosine")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SPEC_KEY = "fundiff_spec"
+# TrainConfig fields that do not change the math of a run (excluded from the config hash)
+_HASH_EXCLUDED = ("log_every", "keep_checkpoints")
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters; the course presets are in the workflow config.
+
+    Attributes:
+        epochs: passes over the data.
+        batch_size: images per optimizer step (the last, smaller batch of an epoch is kept,
+            like a DataLoader without ``drop_last``, unless it has a single image: BatchNorm
+            cannot train on one).
+        lr: Adam learning rate (peak lr for warm-up schedules).
+        lr_schedule: "exponential" = course ``ExponentialLR(gamma=lr_decay ** (1/epochs))``
+            stepped once per epoch; "constant"; "warmup_constant" = linear warm-up over
+            ``warmup_steps`` then constant; "warmup_cosine" = linear warm-up then cosine decay
+            to ``lr * min_lr_factor`` at the last step (both stepped per optimizer step).
+            For the flow-matching "without the LR scheduler" retrain the recommended
+            compensation is ``constant`` with a 10x lower lr (1e-3 instead of 1e-2), EMA 0.999
+            and ``grad_clip=1.0``.
+        lr_decay: final lr factor of the exponential schedule (course: 0.1).
+        warmup_steps: optimizer steps of linear warm-up (warmup_* schedules).
+        min_lr_factor: final lr factor of "warmup_cosine".
+        ema_decay: EMA of the weights with this decay (e.g. 0.999), None = off. The effective
+            decay is ``min(decay, (1 + step) / (10 + step))`` so early averages are not
+            dominated by the initial weights. Snapshots and the final model use the EMA weights.
+        grad_clip: clip the global gradient norm to this value, None = off.
+        seed: seeds the weight initialisation and the training generator.
+        precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA); "fp16" = fp16 autocast with a
+            gradient scaler (CUDA only).
+        channels_last: model and batches in channels_last memory format.
+        device: "cpu", "cuda", "cuda:1" or "auto".
+        log_every: write a losses.csv row every this many steps (not part of the hash).
+        keep_checkpoints: how many of the newest epoch checkpoints to keep (not in the hash).
+        init_weights: re-initialise the weights from ``seed`` when starting fresh, so a run is
+            fully determined by (spec, config, data). Set False to fine-tune given weights.
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "exponential"
+    lr_decay: float = 0.1
+    warmup_steps: int = 0
+    min_lr_factor: float = 0.0
+    ema_decay: float | None = None
+    grad_clip: float | None = None
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    device: str = "cpu"
+    log_every: int = 1
+    keep_checkpoints: int = 2
+    init_weights: bool = True
+
+    def validate(self) -> None:
+        """Raise FundiffError naming the offending key."""
+        if self.epochs < 1:
+            raise FundiffError(f"train config: epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise FundiffError(f"train config: batch_size must be >= 2, got {self.batch_size}")
+        if not self.lr > 0:
+            raise FundiffError(f"train config: lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise FundiffError(
+                f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        if not 0 < self.lr_decay <= 1:
+            raise FundiffError(f"train config: lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.precision not in PRECISIONS:
+            raise FundiffError(
+                f"train config: precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise FundiffError(
+                f"train config: ema_decay must be in (0, 1) or null, got {self.ema_decay}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise FundiffError(f"train config: grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.log_every < 1 or self.keep_checkpoints < 1 or self.warmup_steps < 0:
+            raise FundiffError(
+                "train config: log_every and keep_checkpoints must be >= 1, warmup_steps >= 0"
+            )
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did. ``final_loss`` is the mean loss over the last epoch."""
+
+    run_dir: Path
+    model_path: Path
+    epochs: int
+    steps: int
+    final_loss: float
+    resumed_from_epoch: int
+    train_seconds: float
+    images_per_second: float
+    snapshots: dict[int, Path] = field(default_factory=dict)
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers.
+
+    Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. ``state_dict()`` holds the
+    shadow tensors keyed like the module's ``state_dict``.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def _decay(self) -> float:
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        d = self._decay()
+        self.num_updates += 1
+        floats_s, floats_m = [], []
+        for k, v in module.state_dict().items():
+            s = self.shadow[k]
+            if v.dtype.is_floating_point:
+                floats_s.append(s)
+                floats_m.append(v.detach())
+            else:
+                s.copy_(v)
+        if floats_s:
+            torch._foreach_lerp_(floats_s, floats_m, 1.0 - d)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = float(state["decay"])
+        self.num_updates = int(state["num_updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def images_to_float(images: Tensor, device: torch.device | str = "cpu") -> Tensor:
+    """uint8 (N, 28, 28) or (N, 1, 28, 28) in 0..255 -> float32 (N, 1, 28, 28) in [0, 1]."""
+    if images.dtype != torch.uint8:
+        raise FundiffError(f"images must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise FundiffError(f"images must be (N, 28, 28), got {tuple(images.shape)}")
+    return images.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def _data_fingerprint(images: Tensor, labels: Tensor | None) -> str:
+    h = hashlib.sha256()
+    h.update(str(tuple(images.shape)).encode())
+    h.update(images.detach().cpu().contiguous().numpy().tobytes())
+    if labels is not None:
+        h.update(labels.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def config_hash(spec: dict[str, Any], cfg: TrainConfig, data_fingerprint: str = "") -> str:
+    """16-hex hash of (objective spec, math-relevant config, data) identifying a run."""
+    c = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _HASH_EXCLUDED}
+    blob = json.dumps({"spec": spec, "cfg": c, "data": data_fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_weights(
+    module: nn.Module | dict[str, Tensor], path: str | Path, spec: dict | None = None
+) -> Path:
+    """Save a state dict as safetensors atomically, with ``spec`` (JSON) in the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = module.state_dict() if isinstance(module, nn.Module) else module
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    meta = {SPEC_KEY: json.dumps(spec, sort_keys=True)} if spec is not None else None
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> Objective:
+    """Rebuild a trained objective (with its UNet) from a weights file or run directory.
+
+    ``path`` is ``model.safetensors``, a snapshot / checkpoint ``.safetensors``, ``model.json``
+    or a run directory (-> ``model.safetensors``). The architecture comes from the safetensors
+    metadata, else from ``model.json`` beside the file. Returned in eval mode on ``device``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.exists():
+        raise FundiffError(f"model weights not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if SPEC_KEY in meta:
+        spec = json.loads(meta[SPEC_KEY])
+    else:
+        js = path.with_suffix(".json")
+        if not js.exists():
+            raise FundiffError(f"{path} has no architecture metadata and {js} is missing")
+        spec = json.loads(js.read_text())["spec"]
+    model = build_objective(spec)
+    state = load_file(str(path))
+    missing, unexpected = model.unet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise FundiffError(
+            f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.to(device).eval()
+
+
+def read_losses(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a losses.csv as dicts with int epoch/step and float loss/lr."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append(
+                {
+                    "epoch": int(r["epoch"]),
+                    "step": int(r["step"]),
+                    "loss": float(r["loss"]),
+                    "lr": float(r["lr"]),
+                }
+            )
+    return rows
+
+
+def _truncate_losses(path: Path, max_step: int) -> None:
+    """Keep the header and rows with step <= max_step (atomic rewrite)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        lines = f.read().splitlines()
+    if not lines:
+        path.unlink()
+        return
+    keep = [lines[0]]
+    for line in lines[1:]:
+        parts = line.split(",")
+        if len(parts) == 4:
+            try:
+                if int(parts[1]) <= max_step:
+                    keep.append(line)
+            except ValueError:
+                pass  # a half-written line from a crash
+    _atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
+
+
+class _Checkpoints:
+    """Epoch checkpoints ``epoch_{e:03d}.safetensors`` + ``epoch_{e:03d}.pt`` in one folder."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder = folder
+        self.keep = keep
+
+    def _epochs(self) -> list[int]:
+        if not self.folder.exists():
+            return []
+        out = []
+        for p in self.folder.glob("epoch_*.pt"):
+            try:
+                out.append(int(p.stem.split("_")[1]))
+            except (IndexError, ValueError):
+                continue
+        return sorted(out)
+
+    def paths(self, epoch: int) -> tuple[Path, Path]:
+        return self.folder / f"epoch_{epoch:03d}.safetensors", self.folder / f"epoch_{epoch:03d}.pt"
+
+    def latest(self) -> tuple[int, dict[str, Any]] | None:
+        """Newest complete checkpoint as (epoch, state dict), or None."""
+        for e in reversed(self._epochs()):
+            w, s = self.paths(e)
+            if not w.exists():
+                continue
+            try:
+                state = torch.load(s, map_location="cpu", weights_only=True)
+            except Exception as exc:  # a corrupt file must not stop a rerun
+                log.warning("unreadable checkpoint %s (%s); skipping", s, exc)
+                continue
+            return e, state
+        return None
+
+    def save(
+        self, epoch: int, weights: dict[str, Tensor], state: dict[str, Any], spec: dict
+    ) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        w, s = self.paths(epoch)
+        save_weights(weights, w, spec)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        _atomic_write_bytes(s, buf.getvalue())  # written last: marks the checkpoint complete
+        for old in self._epochs()[: -self.keep]:
+            for p in self.paths(old):
+                p.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        if self.folder.exists():
+            for p in list(self.folder.glob("epoch_*")):
+                p.unlink(missing_ok=True)
+
+
+def _make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
+    """(scheduler, "epoch" | "step") for the configured lr schedule."""
+    if cfg.lr_schedule == "exponential":
+        gamma = cfg.lr_decay ** (1.0 / cfg.epochs)
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma), "epoch"
+    if cfg.lr_schedule == "constant":
+        return None, "step"
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup_steps
+    floor = cfg.min_lr_factor
+    cosine = cfg.lr_schedule == "warmup_cosine"
+
+    def factor(step: int) -> float:
+        if warm > 0 and step < warm:
+            return (step + 1) / warm
+        if not cosine:
+            return 1.0
+        prog = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor), "step"
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _reinit(module: nn.Module, seed: int) -> None:
+    """Deterministically re-initialise every submodule with ``reset_parameters``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+
+def _log(run_dir: Path, msg: str, level: int = logging.INFO) -> None:
+    log.log(level, msg)
+    with open(run_dir / "train.log", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+
+# ------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(
+    objective: Objective,
+    images: Tensor,
+    labels: Tensor | None,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    snapshot_epochs: Iterable[int] = (),
+    progress: bool = True,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch_end: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``objective`` in place (moved to ``cfg.device``), resuming if possible.
+
+    Args:
+        objective: a :class:`fundiff.diffusion.Objective` (its UNet is trained).
+        images: uint8 (N, 28, 28) in 0..255 (background 0); not modified.
+        labels: int64 (N,) digits, or None (class-conditional objectives then train unconditional).
+        cfg: hyperparameters.
+        run_dir: output folder (created); see the module docstring for its layout.
+        snapshot_epochs: 1-based epochs after which to save ``snapshots/epoch_{e:03d}.safetensors``.
+        progress: tqdm bar on stderr (epoch, step, loss, images/s).
+        on_step: ``f(epoch, step, loss)`` after each optimizer step (tests use it to "crash").
+        on_epoch_end: ``f(epoch, step)`` after each epoch's checkpoint is written.
+
+    Returns:
+        :class:`TrainResult`. Threads are the caller's business (``fundiff.runtime.set_threads``).
+    """
+    cfg.validate()
+    from fundiff.runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise FundiffError("train config: precision 'fp16' needs a CUDA device; use 'bf16' on CPU")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    n = images.shape[0]
+    if labels is not None and labels.shape != (n,):
+        raise FundiffError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if n < 2:
+        raise FundiffError(f"need at least 2 training images, got {n}")
+    snapshot_epochs = sorted({int(e) for e in snapshot_epochs})
+
+    spec = objective.spec()
+    chash = config_hash(spec, cfg, _data_fingerprint(images, labels))
+    ckpts = _Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
+    losses_path = run_dir / "losses.csv"
+
+    # data: one tensor on the device
+    x_all = images_to_float(images, device)
+    if cfg.channels_last:
+        x_all = x_all.contiguous(memory_format=torch.channels_last)
+    y_all = labels.to(device=device, dtype=torch.long) if labels is not None else None
+    bs = cfg.batch_size
+    steps_per_epoch = math.ceil(n / bs) if n % bs != 1 else n // bs
+
+    # model, optimizer, scheduler, EMA, generator
+    objective.to(device)
+    unet = objective.unet
+    if cfg.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
+    sched, sched_unit = _make_scheduler(opt, cfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed)
+
+    start_epoch, step = 0, 0
+    found = ckpts.latest()
+    if found is not None and found[1].get("config_hash") != chash:
+        _log(
+            run_dir,
+            f"checkpoint epoch {found[0]} in {ckpts.folder} has config hash "
+            f"{found[1].get('config_hash')} != {chash} (spec, config or data changed): "
+            "not resuming; deleting old checkpoints and starting fresh",
+            logging.WARNING,
+        )
+        ckpts.clear()
+        found = None
+    ema: EMA | None = None
+    if found is None:
+        if cfg.init_weights:
+            _reinit(unet, cfg.seed)
+        losses_path.unlink(missing_ok=True)
+        if cfg.ema_decay is not None:
+            ema = EMA(unet, cfg.ema_decay)
+        _log(
+            run_dir,
+            f"starting fresh: config hash {chash}, {n} images, {steps_per_epoch} steps/epoch",
+        )
+    else:
+        start_epoch, state = found
+        w_path, _ = ckpts.paths(start_epoch)
+        unet.load_state_dict(load_file(str(w_path), device=str(device)))
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["generator"])
+        step = int(state["step"])
+        if cfg.ema_decay is not None:
+            ema = EMA(unet, cfg.ema_decay)
+            ema.load_state_dict(state["ema"])
+        _truncate_losses(losses_path, step)
+        _log(
+            run_dir,
+            f"resuming from checkpoint epoch {start_epoch} (step {step}), config hash {chash}",
+        )
+
+    def model_weights() -> dict[str, Tensor]:
+        return ema.shadow if ema is not None else unet.state_dict()
+
+    snapshots: dict[int, Path] = {}
+    for e in snapshot_epochs:
+        p = run_dir / "snapshots" / f"epoch_{e:03d}.safetensors"
+        if e <= start_epoch:
+            if p.exists():
+                snapshots[e] = p
+            else:
+                _log(
+                    run_dir,
+                    f"snapshot epoch {e} missing but already trained past it",
+                    logging.WARNING,
+                )
+
+    bar = None
+    if progress and start_epoch < cfg.epochs:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=cfg.epochs * steps_per_epoch,
+            initial=start_epoch * steps_per_epoch,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+
+    new_file = not losses_path.exists()
+    csv_f = open(losses_path, "a", newline="")
+    if new_file:
+        csv_f.write("epoch,step,loss,lr\n")
+        csv_f.flush()
+    unet.train()
+    t_start = time.perf_counter()
+    images_seen = 0
+    last_epoch_losses: list[float] = []
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            perm = torch.randperm(n, generator=gen, device=device)
+            epoch_losses: list[Tensor] = []
+            pending: list[tuple[int, int, Tensor, float]] = []
+            for b in range(steps_per_epoch):
+                idx = perm[b * bs : (b + 1) * bs]
+                if b == steps_per_epoch - 1:
+                    idx = perm[b * bs :]  # last batch may absorb a single leftover image
+                x = x_all[idx]
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y_all[idx] if y_all is not None else None
+                lr_now = opt.param_groups[0]["lr"]
+                with _autocast(device, cfg.precision):
+                    loss = objective.loss(x, y, gen)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    if cfg.grad_clip is not None:
+                        scaler.unscale_(opt)
+                        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+                    opt.step()
+                if sched is not None and sched_unit == "step":
+                    sched.step()
+                if ema is not None:
+                    ema.update(unet)
+                step += 1
+                images_seen += x.shape[0]
+                ld = loss.detach()
+                epoch_losses.append(ld)
+                if step % cfg.log_every == 0:
+                    pending.append((epoch, step, ld, lr_now))
+                if len(pending) >= 50 or b == steps_per_epoch - 1:
+                    vals = (
+                        torch.stack([p[2] for p in pending]).float().cpu().tolist()
+                        if pending
+                        else []
+                    )
+                    for (e_, s_, _, lr_), v in zip(pending, vals, strict=True):
+                        csv_f.write(f"{e_},{s_},{v:.8g},{lr_:.8g}\n")
+                    csv_f.flush()
+                    pending = []
+                if bar is not None and (step % 10 == 0 or b == steps_per_epoch - 1):
+                    el = time.perf_counter() - t_start
+                    bar.set_postfix(
+                        epoch=f"{epoch}/{cfg.epochs}",
+                        loss=f"{float(ld):.4f}",
+                        img_s=f"{images_seen / max(el, 1e-9):.0f}",
+                        refresh=False,
+                    )
+                if bar is not None:
+                    bar.update(1)
+                if on_step is not None:
+                    on_step(epoch, step, float(ld))
+            if sched is not None and sched_unit == "epoch":
+                sched.step()
+            last_epoch_losses = torch.stack(epoch_losses).float().cpu().tolist()
+            state = {
+                "config_hash": chash,
+                "epoch": epoch,
+                "step": step,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "ema": ema.state_dict() if ema is not None else None,
+                "generator": gen.get_state(),
+                "epoch_mean_loss": sum(last_epoch_losses) / len(last_epoch_losses),
+            }
+            ckpts.save(epoch, unet.state_dict(), state, spec)
+            if epoch in snapshot_epochs:
+                snapshots[epoch] = save_weights(
+                    model_weights(), run_dir / "snapshots" / f"epoch_{epoch:03d}.safetensors", spec
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, step)
+    finally:
+        csv_f.close()
+        if bar is not None:
+            bar.close()
+    train_seconds = time.perf_counter() - t_start
+
+    if not last_epoch_losses:  # already complete: report the stored last-epoch loss
+        found = ckpts.latest()
+        final_loss = float(found[1].get("epoch_mean_loss", float("nan"))) if found else float("nan")
+    else:
+        final_loss = sum(last_epoch_losses) / len(last_epoch_losses)
+
+    model_path = save_weights(model_weights(), run_dir / "model.safetensors", spec)
+    meta = {
+        "spec": spec,
+        "train_config": dataclasses.asdict(cfg),
+        "config_hash": chash,
+        "epochs": cfg.epochs,
+        "steps": step,
+        "weights": "ema" if ema is not None else "raw",
+        "final_loss": final_loss,
+    }
+    _atomic_write_bytes(run_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    ips = images_seen / train_seconds if images_seen else 0.0
+    _log(run_dir, f"done: {step} steps, final epoch loss {final_loss:.5g}, {ips:.0f} images/s")
+    return TrainResult(
+        run_dir=run_dir,
+        model_path=model_path,
+        epochs=cfg.epochs,
+        steps=step,
+        final_loss=final_loss,
+        resumed_from_epoch=start_epoch,
+        train_seconds=train_seconds,
+        images_per_second=ips,
+        snapshots=snapshots,
+    )
