@@ -229,6 +229,16 @@ def test_cfg_sampler_with_scheduler_step_reproduces_ifpipeline(pipe, denoiser, e
         final_step=True,
     )
     assert not torch.allclose(other, ref, atol=1e-3)  # the comparison can fail
+    again = S.sample_cfg(
+        denoiser,
+        prompt,
+        n=2,
+        generator=seed_generator(42),
+        timesteps=ts,
+        step="scheduler",
+        final_step=True,
+    )
+    assert torch.equal(again, ours)  # same seed, same output, bit for bit
 
 
 def test_upsample_with_stage2(tiny, emb, denoiser):

@@ -397,3 +397,17 @@ def test_best_blur_beats_the_noisy_image_and_reports_its_choice():
     for j, p in enumerate(params):
         assert p["kernel_size"] in (3, 7, 11) and p["sigma"] in (0.5, 1.0, 2.0)
         assert abs(p["psnr"] - after[j].item()) < 1e-6
+
+
+def test_per_image_prompts_condition_each_image():
+    d = FakeDenoiser()
+    x = torch.randn(2, 3, 8, 8, generator=seed_generator(6))
+    conds = d.conditions(["a", "b"])
+    eps, _ = S.predict_noise(d, x, 500, branches=[S.Branch(conds, per_image=True)])
+    one_a, _ = S.predict_noise(d, x[:1], 500, branches=[S.Branch(conds[0])])
+    one_b, _ = S.predict_noise(d, x[1:], 500, branches=[S.Branch(conds[1])])
+    assert torch.allclose(eps, torch.cat([one_a, one_b]), atol=1e-6)
+    out = S.sample(d, ["a", "b", "c"], generator=seed_generator(0), timesteps=[990, 500, 0])
+    assert out.shape == (3, 3, 8, 8)
+    with pytest.raises(FundiffError, match="per-image"):
+        S.predict_noise(d, x, 500, branches=[S.Branch(d.conditions(["a"] * 3), per_image=True)])
