@@ -146,6 +146,7 @@ def train_classifier(
         torch.manual_seed(seed)
         model = DigitClassifier(width=width).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
+    fork_devices = [device] if device.type == "cuda" else []
     x_all = _to_float_images(images).to(device)
     y_all = labels.to(device=device, dtype=torch.long)
     n = len(x_all)
@@ -169,8 +170,12 @@ def train_classifier(
                     -max_shift, max_shift + 1, (2,), generator=gen, device=device
                 ).tolist()
                 x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-            with torch.random.fork_rng(devices=[]):  # dropout uses the global RNG: keep it seeded
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            # dropout draws from the global RNG: seed it from `gen` inside a fork, so the run is
+            # reproducible and the caller's global RNG state is untouched
+            with torch.random.fork_rng(devices=fork_devices):
+                torch.manual_seed(
+                    int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=device))
+                )
                 loss = F.cross_entropy(model(x), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
