@@ -17,7 +17,9 @@ R = "results"
 PA = f"{R}/partA/{{backend}}"
 PB = f"{R}/partB"
 
-RUN_NAMES = "single_step|pure_noise|ddpm_time|ddpm_class|fm_time|fm_class|fm_class_const"
+RUN_NAMES = (
+    "single_step|pure_noise|ddpm_time|ddpm_class|fm_time|fm_class|fm_class_const"
+)
 
 
 wildcard_constraints:
@@ -258,7 +260,9 @@ def deepfloyd_prompts():
             prompts.add(t[task]["prompt"])
     prompts |= {i["prompt"] for i in t["translate"]["items"].values()}
     prompts |= {p for i in t["anagrams"]["illusions"].values() for p in i["prompts"]}
-    prompts |= {p for i in t["hybrids"]["pairs"].values() for p in (i["low"], i["high"])}
+    prompts |= {
+        p for i in t["hybrids"]["pairs"].values() for p in (i["low"], i["high"])
+    }
     prompts.add(t["logo"]["prompt"])
     return sorted(prompts)
 

@@ -2,18 +2,20 @@ rule embed_prompts:
     """T5-encode every DeepFloyd prompt (plus '') once; sampling jobs load no text encoder."""
     output:
         embeddings=f"{R}/partA/deepfloyd/prompt_embeddings.safetensors",
-    params:
-        prompts=deepfloyd_prompts(),
-        model=config["partA"]["deepfloyd"]["text_encoder"]
-        or config["partA"]["deepfloyd"]["stage1"],
-        device=config["device"],
     log:
         "logs/embed_prompts.log",
+    conda:
+        "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]
     resources:
         gpu=res("embed", "gpu"),
         mem_mb=res("embed", "mem_mb"),
         runtime=res("embed", "runtime"),
+    params:
+        prompts=deepfloyd_prompts(),
+        model=config["partA"]["deepfloyd"]["text_encoder"]
+        or config["partA"]["deepfloyd"]["stage1"],
+        device=config["device"],
     script:
         "../scripts/embed_prompts.py"
 
@@ -36,17 +38,19 @@ for task, folder in PARTA_TASKS.items():
                 labels={"backend": "{backend}", "item": "{item}"},
             ),
             json=f"{PA}/{folder}/{{item}}.json",
-        params:
-            task=task,
-            backend=backend_params,
-            settings=task_params(task),
-            image=image_spec(task),
         log:
             f"logs/parta/{{backend}}/{folder}/{{item}}.log",
+        conda:
+            "../envs/fundiff.yaml"
         threads: config["threads"]["sample"]
         resources:
             gpu=res("sample", "gpu"),
             mem_mb=res("sample", "mem_mb"),
             runtime=res("sample", "runtime"),
+        params:
+            task=task,
+            backend=backend_params,
+            settings=task_params(task),
+            image=image_spec(task),
         script:
             "../scripts/run_parta_task.py"

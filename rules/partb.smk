@@ -5,17 +5,19 @@ rule train_classifier:
     output:
         model=protected(f"{PB}/classifier/model.safetensors"),
         metrics=f"{PB}/classifier/metrics.json",
-    params:
-        classifier=config["partB"]["classifier"],
-        seed=config["seed"],
-        device=config["device"],
     log:
         "logs/train_classifier.log",
+    conda:
+        "../envs/fundiff.yaml"
     threads: config["threads"]["train"]
     resources:
         gpu=res("train", "gpu"),
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
+    params:
+        classifier=config["partB"]["classifier"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_classifier.py"
 
@@ -28,19 +30,21 @@ rule train_unet:
         model=f"{PB}/{{run}}/model.safetensors",
         losses=f"{PB}/{{run}}/losses.csv",
         snapshots=directory(f"{PB}/{{run}}/snapshots"),
+    log:
+        "logs/train_unet/{run}.log",
+    conda:
+        "../envs/fundiff.yaml"
+    threads: config["threads"]["train"]
+    resources:
+        gpu=res("train", "gpu"),
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
     params:
         spec=run_spec,
         precision=config["partB"]["precision"],
         seed=config["seed"],
         device=config["device"],
         work_dir=f"{PB}/{{run}}/training",
-    log:
-        "logs/train_unet/{run}.log",
-    threads: config["threads"]["train"]
-    resources:
-        gpu=res("train", "gpu"),
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
     script:
         "../scripts/train_unet.py"
 
@@ -56,12 +60,14 @@ rule plot_noising_grid:
             category="Part B",
             subcategory="1.2 Noising",
         ),
+    log:
+        "logs/plot_noising_grid.log",
+    conda:
+        "../envs/fundiff.yaml"
+    threads: config["threads"]["light"]
     params:
         sigmas=config["partB"]["noising_sigmas"],
         seed=config["seed"],
-    log:
-        "logs/plot_noising_grid.log",
-    threads: config["threads"]["light"]
     script:
         "../scripts/plot_noising_grid.py"
 
@@ -80,6 +86,8 @@ rule plot_loss_curve:
         ),
     log:
         "logs/plot_loss_curve/{run}.log",
+    conda:
+        "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
     script:
         "../scripts/plot_loss_curve.py"
@@ -98,12 +106,14 @@ rule denoise_test_set:
             subcategory="1.2 Single-step denoiser",
             labels={"run": "{run}", "epoch": "{epoch}"},
         ),
+    log:
+        "logs/denoise_test_set/{run}_{epoch}.log",
+    conda:
+        "../envs/fundiff.yaml"
+    threads: config["threads"]["light"]
     params:
         spec=run_spec,
         seed=config["seed"],
-    log:
-        "logs/denoise_test_set/{run}_{epoch}.log",
-    threads: config["threads"]["light"]
     script:
         "../scripts/denoise_test_set.py"
 
@@ -121,12 +131,14 @@ rule denoise_ood:
             subcategory="1.2 Single-step denoiser",
             labels={"run": "{run}", "epoch": "final"},
         ),
+    log:
+        "logs/denoise_ood/{run}.log",
+    conda:
+        "../envs/fundiff.yaml"
+    threads: config["threads"]["light"]
     params:
         sigmas=config["partB"]["noising_sigmas"],
         seed=config["seed"],
-    log:
-        "logs/denoise_ood/{run}.log",
-    threads: config["threads"]["light"]
     script:
         "../scripts/denoise_ood.py"
 
@@ -144,11 +156,13 @@ rule pure_noise_outputs:
             subcategory="1.2.3 Denoising pure noise",
             labels={"run": "{run}", "epoch": "{epoch}"},
         ),
-    params:
-        seed=config["seed"],
     log:
         "logs/pure_noise_outputs/{run}_{epoch}.log",
+    conda:
+        "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
+    params:
+        seed=config["seed"],
     script:
         "../scripts/pure_noise_outputs.py"
 
@@ -166,17 +180,19 @@ rule sample_grid:
             labels={"run": "{run}", "epoch": "{epoch}"},
         ),
         npz=f"{PB}/{{run}}/samples_epoch{{epoch}}.npz",
-    params:
-        spec=run_spec,
-        seed=config["seed"],
-        device=config["device"],
     log:
         "logs/sample_grid/{run}_{epoch}.log",
+    conda:
+        "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]
     resources:
         gpu=res("sample", "gpu"),
         mem_mb=res("sample", "mem_mb"),
         runtime=res("sample", "runtime"),
+    params:
+        spec=run_spec,
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/sample_grid.py"
 
@@ -193,13 +209,15 @@ rule sampling_gif:
             subcategory="2 Sampling GIFs",
             labels={"run": "{run}"},
         ),
+    log:
+        "logs/sampling_gif/{run}.log",
+    conda:
+        "../envs/fundiff.yaml"
+    threads: config["threads"]["sample"]
     params:
         spec=run_spec,
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/sampling_gif/{run}.log",
-    threads: config["threads"]["sample"]
     script:
         "../scripts/sampling_gif.py"
 
@@ -211,17 +229,19 @@ rule evaluate_samples:
         judge=rules.train_classifier.output.model,
     output:
         json=f"{PB}/{{run}}/eval_epoch{{epoch}}.json",
-    params:
-        spec=run_spec,
-        evaluation=config["partB"]["evaluation"],
-        seed=config["seed"],
-        device=config["device"],
     log:
         "logs/evaluate_samples/{run}_{epoch}.log",
+    conda:
+        "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]
     resources:
         gpu=res("sample", "gpu"),
         mem_mb=res("sample", "mem_mb"),
         runtime=res("sample", "runtime"),
+    params:
+        spec=run_spec,
+        evaluation=config["partB"]["evaluation"],
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/evaluate_samples.py"
