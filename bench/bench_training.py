@@ -10,8 +10,9 @@ Measures, in one process and with the same threads (default 2):
   image (2 x multiply-adds of every conv / transposed conv / linear layer in the forward pass,
   x3 for forward + backward), giving the fraction of peak each loop reaches.
 
-Each variant is run twice (interleaved) after a warm-up; the better run is reported.
-Writes JSON to stdout and to ``bench/results/training.json``. About 1-2 minutes on 2 cores.
+Each variant is run ``--rounds`` times (interleaved) after a one-step warm-up; the best run is
+reported (the machine is shared: the spread is in ``all_runs_images_per_s``).
+Writes JSON to stdout and to ``bench/results/training.json``. About 1 minute on 2 idle cores (longer when the machine is busy).
 
 Usage: ``python bench/bench_training.py [--threads 2] [--out bench/results/training.json]``
 """
@@ -146,14 +147,14 @@ def main() -> None:
     }
     results = {}
     for d in (16, 32):
-        steps = args.steps or (16 if d == 16 else 10)
+        steps = args.steps or (8 if d == 16 else 4)
         images, labels = synthetic_digits(steps * BATCH, generator=torch.Generator().manual_seed(d))
-        warm_imgs, warm_labels = images[: 2 * BATCH], labels[: 2 * BATCH]
+        warm_imgs, warm_labels = images[:BATCH], labels[:BATCH]
         baseline_loop(d, warm_imgs, warm_labels)  # warm-up: oneDNN primitives, allocator
         for prec, cl in variants.values():
             our_loop(d, warm_imgs, warm_labels, prec, cl)
         runs: dict[str, list[float]] = {"baseline_dataloader_fp32": []} | {k: [] for k in variants}
-        for _ in range(2):
+        for _ in range(args.rounds):
             runs["baseline_dataloader_fp32"].append(baseline_loop(d, images, labels))
             for name, (prec, cl) in variants.items():
                 runs[name].append(our_loop(d, images, labels, prec, cl))
@@ -188,7 +189,7 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - t_all, 1),
         "notes": "train FLOPs = 3 x forward (backward ~ 2x forward); BatchNorm/GELU/optimizer not counted. "
-        "ours_* include the per-epoch checkpoint write. Best of 2 interleaved runs per variant.",
+        "ours_* include the per-epoch checkpoint write. Best of --rounds interleaved runs per variant.",
     }
     text = json.dumps(out, indent=2)
     print(text)

@@ -143,11 +143,13 @@ def test_crash_mid_epoch_truncates_losses(digits, tmp_path: Path) -> None:
 def test_changed_config_is_not_resumed(digits, tmp_path: Path) -> None:
     images, labels = digits
     run = tmp_path / "run"
-    _small_run(images, labels, run, TrainConfig(**{**SMALL, "epochs": 1}))
+    _small_run(images, labels, run, TrainConfig(**{**SMALL, "epochs": 1}), snapshot_epochs=[1])
+    assert (run / "snapshots" / "epoch_001.safetensors").exists()
     cfg2 = TrainConfig(**{**SMALL, "lr": 1e-3})
     res = _small_run(images, labels, run, cfg2)
     assert res.resumed_from_epoch == 0
     assert "config hash" in (run / "train.log").read_text()
+    assert not (run / "snapshots" / "epoch_001.safetensors").exists()  # stale snapshot removed
     fresh = _small_run(images, labels, tmp_path / "fresh", cfg2)
     _assert_same_weights(fresh.model_path, res.model_path)
     assert [r["step"] for r in read_losses(run / "losses.csv")] == [1, 2, 3, 4, 5, 6]

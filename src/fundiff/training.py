@@ -516,6 +516,8 @@ def train(
         if cfg.init_weights:
             _reinit(unet, cfg.seed)
         losses_path.unlink(missing_ok=True)
+        for stale in (run_dir / "snapshots").glob("epoch_*.safetensors"):
+            stale.unlink()  # from an earlier, different run
         if cfg.ema_decay is not None:
             ema = EMA(unet, cfg.ema_decay)
         _log(
