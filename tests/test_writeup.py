@@ -274,7 +274,7 @@ def test_two_backends_get_subsections(tmp_path, monkeypatch) -> None:
     sdedit = md.index("### 1.7 Image-to-image translation (SDEdit)")
     nxt = md.index("### 1.7.1")
     block = md[sdedit:nxt]
-    assert "#### DeepFloyd IF" in block and "#### MNIST model (local backend)" in block
+    assert "#### DeepFloyd IF" in block and "#### Local backend: the MNIST model" in block
     assert "figures/partA/local/a1_7_sdedit/own1.png" in block
     assert "## Part A: the power of diffusion models\n" in md
 

@@ -96,11 +96,12 @@ PART_A_TASKS: dict[str, str] = {
     "a_logo": "Bells & whistles: course logo",
 }
 
-#: Part A backends -> human titles.
+#: Part A backends -> human titles (section headings).
 BACKEND_TITLES: dict[str, str] = {
     "deepfloyd": "DeepFloyd IF",
-    "local": "MNIST model (local backend)",
+    "local": "Local backend: the MNIST model",
 }
+_BACKEND_SHORT: dict[str, str] = {"deepfloyd": "DeepFloyd IF", "local": "local MNIST model"}
 
 #: Part B runs -> (group id, section title), in course order.
 PART_B_RUNS: dict[str, tuple[str, str]] = {
@@ -676,7 +677,7 @@ def _caption_b(key: ResultKey, accuracy: str | None) -> tuple[str, str]:
 def _caption_a(key: ResultKey) -> str:
     task = PART_A_TASKS.get(key.task, _pretty(key.task))
     task = re.sub(r"^[0-9.]+\s+|^Bells & whistles:\s*", "", task)
-    backend = BACKEND_TITLES.get(key.group, key.group)
+    backend = _BACKEND_SHORT.get(key.group, key.group)
     return f"{task[:1].upper()}{task[1:]}: {_pretty(key.name)} ({backend})."
 
 
@@ -713,7 +714,7 @@ class _Layout:
         self.other = Section("other", "Other results", 2)
         if len(backends) == 1:
             (backend,) = backends
-            self.part_a.title += f" ({BACKEND_TITLES.get(backend, backend)})"
+            self.part_a.title += f" ({_BACKEND_SHORT.get(backend, backend)})"
         self.a_tasks: dict[str, Section] = {}
         for task, title in PART_A_TASKS.items():
             self.a_tasks[task] = Section(f"a-{task}", title, 3)
@@ -850,7 +851,7 @@ def _add_numbers(
             sec.tables.append(t)
         else:
             if k.part == "A":
-                title = f"{_pretty(k.name)} ({BACKEND_TITLES.get(k.group, k.group)})"
+                title = f"{_pretty(k.name)} ({_BACKEND_SHORT.get(k.group, k.group)})"
             elif k.group == "classifier":
                 title = f"Classifier: {_pretty(k.name)}"
             else:
