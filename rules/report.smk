@@ -16,6 +16,8 @@ rule writeup:
     log:
         "logs/writeup.log",
     localrule: True
+    conda:
+        "../envs/fundiff.yaml"
     params:
         # The writeup prints the whole configuration (and its seeds), so any change reruns it.
         config=config,

@@ -32,12 +32,27 @@ PART_A_ITEMS: dict[str, list[str]] = {
     "a_logo": ["logo"],
 }
 PART_A_NUMBERS: dict[str, dict] = {
+    # the shape fundiff.parta writes for A1.2: parallel lists, one entry per timestep
     "a1_2_blur/campanile": {
-        "250": {"sigma": 1.5, "kernel": 5, "psnr_noisy": 14.2, "psnr_blur": 19.8},
-        "500": {"sigma": 2.0, "kernel": 7, "psnr_noisy": 10.1, "psnr_blur": 16.3},
-        "750": {"sigma": 3.0, "kernel": 9, "psnr_noisy": 7.9, "psnr_blur": 13.0},
+        "task": "blur",
+        "seed": 180,
+        "timesteps": [250, 500, 750],
+        "best": [
+            {"kernel_size": 5, "sigma": 1.5, "psnr": 19.8},
+            {"kernel_size": 7, "sigma": 2.0, "psnr": 16.3},
+            {"kernel_size": 9, "sigma": 3.0, "psnr": 13.0},
+        ],
+        "noisy_psnr": [14.2, 10.1, 7.9],
+    },
+    # a matrix: noise level -> method -> PSNR
+    "a1_3_one_step/campanile": {
+        "250": {"psnr_noisy": 14.2, "psnr_one_step": 24.1},
+        "500": {"psnr_noisy": 10.1, "psnr_one_step": 20.3},
+        "750": {"psnr_noisy": 7.9, "psnr_one_step": 16.0},
     },
     "a1_8_anagrams/oldman_campfire": {
+        "prompts": ["an oil painting of an old man", "an oil painting of people around a campfire"],
+        "view": "vflip",
         "success_rate": 0.62,
         "baseline_success_rate": 0.11,
         "n_seeds": 16,
@@ -196,9 +211,12 @@ def make_synthetic_results(
             else:
                 add(f"{base}/samples_epoch{e}.png", _grid(_digits(40, e + r), 10, scale=3))
                 ev = {
+                    "n": 1000,
                     "accuracy": 0.5 + 0.045 * e,
                     "per_digit": {str(d): round(0.4 + 0.05 * d + 0.01 * e, 3) for d in range(10)},
-                    "n": 1000,
+                    "confusion": [[100 if i == j else 1 for j in range(10)] for i in range(10)],
+                    "guidance": 5.0,
+                    "sampler_steps": 30,
                 }
                 (root / base / f"eval_epoch{e}.json").write_text(json.dumps(ev))
                 numbers.append(f"{base}/eval_epoch{e}.json")

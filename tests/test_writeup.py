@@ -16,6 +16,7 @@ from fundiff.errors import FundiffError
 from fundiff.writeup import (
     build_writeup,
     check_image,
+    eval_table,
     find_seeds,
     json_tables,
     loss_table,
@@ -143,7 +144,7 @@ def test_tables_of_numbers(built) -> None:
     # judged accuracy overall and per digit, one row per epoch
     assert "Judged accuracy of samples by the MNIST classifier (DDPM, class-conditioned)" in md
     ev = json.loads(Path("results/partB/ddpm_class/eval_epoch20.json").read_text())
-    row = f"| 20 | {100 * ev['accuracy']:.1f} % | 1000 | " + " | ".join(
+    row = f"| 20 | {100 * ev['accuracy']:.1f} % | 1000 | 5 | 30 | " + " | ".join(
         f"{100 * ev['per_digit'][str(d)]:.1f} %" for d in range(10)
     )
     assert row in md
@@ -155,8 +156,18 @@ def test_tables_of_numbers(built) -> None:
     # anagram success vs baseline and blur PSNR (generic JSON renderers)
     assert "| success_rate | 0.62 |" in md and "| baseline_success_rate | 0.11 |" in md
     assert "| judge.model | clip |" in md
-    assert "|  | sigma | kernel | psnr_noisy | psnr_blur |" in md
-    assert "| 500 | 2 | 7 | 10.1 | 16.3 |" in md
+    # blur: parallel lists -> one row per timestep, dict entries spread into columns
+    assert (
+        "| timesteps | best.kernel_size | best.sigma | best.psnr | noisy_psnr |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        "| 250 | 5 | 1.5 | 19.8 | 14.2 |"
+    ) in md
+    assert "| task | blur |" in md
+    # one-step: a matrix noise level x method
+    assert "|  | psnr_noisy | psnr_one_step |" in md and "| 500 | 10.1 | 20.3 |" in md
+    assert "| prompts | an oil painting of an old man, an oil painting of people" in md
+    # confusion matrix of the last judged epoch
+    assert "Confusion of the judged samples after epoch 20 (counts)" in md
     # classifier metrics as an accuracy table
     assert "Judged accuracy: metrics" in md
     # seeds and config (YAML), runtimes per rule from the metadata
@@ -350,6 +361,19 @@ def test_json_tables_shapes() -> None:
     assert t.rows == [["x.y.z", "1"], ["l", "[20 values]"]]
     (t,) = json_tables(0.123456, "scalar")
     assert t.rows == [["0.1235"]]
+    kv, rows = json_tables(
+        {"ts": [1, 2], "best": [{"p": 1.0}, {"p": 2.0, "q": 3}], "alone": [5, 6, 7], "s": "x"},
+        "par",
+    )
+    assert kv.rows == [["alone", "5, 6, 7"], ["s", "x"]] and kv.title == "par"
+    assert rows.columns == ["ts", "best.p", "best.q"] and rows.title == ""
+    assert rows.rows == [["1", "1", ""], ["2", "2", "3"]]
+
+
+def test_eval_table_handles_unscored() -> None:
+    t = eval_table({"3": {"accuracy": None, "n": 40, "per_digit": {"0": None, "1": 0.5}}}, "e")
+    assert t.columns == ["epoch", "accuracy", "n", "0", "1"]
+    assert t.rows == [["3", "–", "40", "–", "50.0 %"]]
 
 
 def test_find_seeds() -> None:

@@ -63,6 +63,7 @@ __all__ = [
     "build_writeup",
     "check_image",
     "collect",
+    "confusion_table",
     "csv_table",
     "eval_table",
     "find_seeds",
@@ -335,7 +336,9 @@ def _fmt(value: Any) -> str:
 
 
 def _pct(value: Any) -> str:
-    """Format a fraction in [0, 1] as a percentage."""
+    """Format a fraction in [0, 1] as a percentage ("–" for None: nothing was scored)."""
+    if value is None:
+        return "–"
     try:
         return f"{100.0 * float(value):.1f} %"
     except (TypeError, ValueError):
@@ -362,14 +365,30 @@ def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _row_list(value: Any) -> bool:
+    """A list usable as a table column: scalars or flat dicts, at least 2 entries."""
+    return (
+        isinstance(value, list)
+        and len(value) >= 2
+        and all(
+            (isinstance(v, Mapping) and all(_is_scalar(x) for x in v.values()))
+            or not isinstance(v, (dict, list, tuple))
+            for v in value
+        )
+    )
+
+
 def json_tables(obj: Any, title: str, source: str = "") -> list[Table]:
     """Render any JSON value as tables, generically.
 
-    * dict of scalars -> one key/value table;
     * dict whose values are all dicts of scalars -> one matrix (rows = outer keys, columns = union
       of inner keys, e.g. PSNR per noise level per method);
-    * list of dicts -> one row per element;
-    * otherwise nested dicts are flattened to dotted keys; long lists are summarised.
+    * dict with parallel lists (same length; scalars or flat dicts, e.g. ``timesteps``,
+      ``best`` = [{kernel_size, sigma, psnr}, ...], ``noisy_psnr``) -> one row per index, a
+      column per list (dict entries spread as ``best.psnr``); a lone list of dicts also counts;
+    * the remaining keys -> one key/value table (nested dicts flattened to dotted keys, short
+      lists inline, long ones summarised);
+    * list of dicts -> one row per element.
     """
     if isinstance(obj, Mapping):
         if obj and all(
@@ -381,9 +400,44 @@ def json_tables(obj: Any, title: str, source: str = "") -> list[Table]:
                 cols += [str(k) for k in v if str(k) not in cols]
             rows = [[str(k)] + [_fmt(v.get(c, "")) for c in cols] for k, v in obj.items()]
             return [Table(title, [""] + cols, rows, source=source)]
-        flat = _flatten(obj)
-        rows = [[k, _fmt(v)] for k, v in flat.items()]
-        return [Table(title, ["key", "value"], rows, source=source)]
+        groups: dict[int, list[str]] = {}
+        for key, value in obj.items():
+            if _row_list(value):
+                groups.setdefault(len(value), []).append(str(key))
+        tables: list[Table] = []
+        used: set[str] = set()
+        for length, keys in groups.items():
+            has_dicts = any(isinstance(obj[k][0], Mapping) for k in keys)
+            if len(keys) < 2 and not has_dicts:
+                continue  # a lone list of scalars reads best inline
+            used.update(keys)
+            columns: list[tuple[str, str | None]] = []  # (list key, dict field or None)
+            for k in keys:
+                if isinstance(obj[k][0], Mapping):
+                    fields: list[str] = []
+                    for entry in obj[k]:
+                        fields += [str(f) for f in entry if str(f) not in fields]
+                    columns += [(k, f) for f in fields]
+                else:
+                    columns.append((k, None))
+            rows = []
+            for i in range(length):
+                row = []
+                for k, f in columns:
+                    v = obj[k][i]
+                    row.append(_fmt(v.get(f, "") if f is not None else v))
+                rows.append(row)
+            header = [k if f is None else f"{k}.{f}" for k, f in columns]
+            tables.append(Table(title, header, rows, source=source))
+        rest = {k: v for k, v in obj.items() if str(k) not in used}
+        if rest or not tables:
+            flat = _flatten(rest)
+            kv = Table(title, ["key", "value"], [[k, _fmt(v)] for k, v in flat.items()])
+            kv.source = source
+            tables.insert(0, kv)
+            for t in tables[1:]:
+                t.title, t.source = "", ""  # same file: one heading above its tables
+        return tables
     if isinstance(obj, list) and obj and all(isinstance(v, Mapping) for v in obj):
         flats = [_flatten(v) for v in obj]
         cols = []
@@ -471,19 +525,35 @@ def _is_eval(obj: Any) -> bool:
 def eval_table(
     evals: Mapping[str, Mapping[str, Any]], title: str, first_col: str = "epoch"
 ) -> Table:
-    """Judged accuracies, one row per key of ``evals`` (e.g. epoch): overall, n, per digit."""
+    """Judged accuracies, one row per key of ``evals`` (e.g. epoch): overall, n, the sampler
+    settings when recorded (guidance, sampler_steps), then the accuracy per digit."""
     digits: list[str] = []
     for ev in evals.values():
         digits += [str(d) for d in ev.get("per_digit", {}) if str(d) not in digits]
     digits.sort(key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0, d))
+    extras = [k for k in ("guidance", "sampler_steps") if any(k in ev for ev in evals.values())]
     rows = []
     for key, ev in evals.items():
         per = {str(k): v for k, v in ev.get("per_digit", {}).items()}
         rows.append(
             [str(key), _pct(ev.get("accuracy")), _fmt(ev.get("n", ""))]
+            + [_fmt(ev.get(k, "")) for k in extras]
             + [_pct(per[d]) if d in per else "" for d in digits]
         )
-    return Table(title, [first_col, "accuracy", "n"] + digits, rows)
+    return Table(title, [first_col, "accuracy", "n", *extras] + digits, rows)
+
+
+def confusion_table(ev: Mapping[str, Any], title: str) -> Table | None:
+    """The ``confusion`` counts of an eval result (rows requested digit, columns predicted),
+    or None when absent or not a square matrix."""
+    conf = ev.get("confusion")
+    if not (isinstance(conf, list) and conf and all(isinstance(r, list) for r in conf)):
+        return None
+    k = len(conf)
+    if any(len(r) != k for r in conf):
+        return None
+    rows = [[str(i)] + [str(c) for c in r] for i, r in enumerate(conf)]
+    return Table(title, ["requested \\ predicted"] + [str(j) for j in range(k)], rows)
 
 
 def find_seeds(config: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -863,7 +933,12 @@ def _add_numbers(
             f"Judged accuracy of samples by the MNIST classifier ({_RUN_SHORT.get(run, run)})",
         )
         t.source = ", ".join(sorted(eval_files[run]))
-        layout.section_for(ResultKey("B", run, "", "", "")).tables.insert(0, t)
+        sec = layout.section_for(ResultKey("B", run, "", "", ""))
+        last = max(by_epoch)
+        conf = confusion_table(
+            by_epoch[last], f"Confusion of the judged samples after epoch {last} (counts)"
+        )
+        sec.tables[:0] = [t] + ([conf] if conf else [])
     for sec, table in data_files.values():
         sec.tables.append(table)
     return evals
