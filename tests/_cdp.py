@@ -270,7 +270,7 @@ class Chromium:
         report.seconds = time.monotonic() - t0
         return report
 
-    def screenshot(self, out: Path, *, max_height: int = 16000) -> Path:
+    def screenshot(self, out: Path, *, max_height: int = 32000) -> Path:
         """Full-page PNG of the page last opened with :meth:`load` (height capped)."""
         session = self._session
         metrics = self.send("Page.getLayoutMetrics", session=session)

@@ -124,7 +124,7 @@ def test_synthetic_writeup_renders_offline(tmp_path, monkeypatch, browser) -> No
     _assert_images_loaded(report, expected=len(figures))
     assert not report.failed and not report.exceptions
     shot = browser.screenshot(RESULTS / "writeup_screenshot.png")
-    _check_screenshot(shot, min_height=min(report.height, 16000))
+    _check_screenshot(shot, min_height=min(report.height, 32000))
 
 
 def _existing(*candidates: Path) -> list[Path | None]:
