@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cdp import Chromium, PageReport, find_chromium
-from _writeup_synth import make_synthetic_results
 from PIL import Image
 
 from fundiff.writeup import build_writeup
+
+from _cdp import Chromium, PageReport, find_chromium
+from _writeup_synth import make_synthetic_results
 
 pytestmark = pytest.mark.browser
 

@@ -15,9 +15,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_snakemake
 
 from fundiff.writeup import PART_A_TASKS
+
+from conftest import ROOT, run_snakemake
 
 CAPTIONS = ROOT / "report" / "captions"
 

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SNAKEMAKE, copy_repo, run_snakemake, tool_env
 from safetensors.torch import load_file
 
 from fundiff.training import read_losses
+
+from conftest import SNAKEMAKE, copy_repo, run_snakemake, tool_env
 
 RUN = "ddpm_class"
 EPOCHS = 3

@@ -55,7 +55,9 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("preset", [None, "configs/course-fa24.yaml", "configs/course-fa25.yaml", "configs/ci.yaml"])
+@pytest.mark.parametrize(
+    "preset", [None, "configs/course-fa24.yaml", "configs/course-fa25.yaml", "configs/ci.yaml"]
+)
 def test_dry_run_of_each_preset_plans_jobs(preset: str | None) -> None:
     args = [sys.executable, "-m", "snakemake", "-n", "--cores", "2"]
     if preset:
@@ -84,10 +86,14 @@ def test_invalid_config_fails_before_any_job_naming_the_key(override: list[str],
 
 def test_invalid_config_file_names_the_nested_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("partB:\n  runs:\n    ddpm_class: {objective: ddpm, conditioning: class, epochs: -1}\n")
+    bad.write_text(
+        "partB:\n  runs:\n    ddpm_class: {objective: ddpm, conditioning: class, epochs: -1}\n"
+    )
     proc = run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)])
     assert proc.returncode != 0
-    assert "config key partB.runs.ddpm_class.epochs: -1 is less than the minimum of 1" in proc.stderr
+    assert (
+        "config key partB.runs.ddpm_class.epochs: -1 is less than the minimum of 1" in proc.stderr
+    )
 
 
 # ------------------------------------------------------------------- the CI run end to end
@@ -95,7 +101,9 @@ def test_invalid_config_file_names_the_nested_key(tmp_path: Path) -> None:
 
 def expected_outputs(ws: Path) -> list[str]:
     """The figure + number targets of the CI config, as the workflow lists them."""
-    proc = run_snakemake(ws, "--cores", "1", "--configfile", "configs/ci.yaml", "--list-target-rules")
+    proc = run_snakemake(
+        ws, "--cores", "1", "--configfile", "configs/ci.yaml", "--list-target-rules"
+    )
     assert "all" in proc.stdout
     proc = run_snakemake(ws, "--cores", "1", "--configfile", "configs/ci.yaml", "--summary")
     return [line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if line.strip()]
@@ -123,20 +131,28 @@ def test_ci_run_produces_every_figure(ci_workspace: Path) -> None:
 
 
 @pytest.mark.slow
-def test_editing_one_anagram_prompt_reruns_only_that_anagram(ci_workspace: Path, tmp_path: Path) -> None:
+def test_editing_one_anagram_prompt_reruns_only_that_anagram(
+    ci_workspace: Path, tmp_path: Path
+) -> None:
     cfg = yaml.safe_load((ci_workspace / "configs/ci.yaml").read_text())
     illusions = cfg["partA"]["local"]["tasks"]["anagrams"]["illusions"]
     illusions["six_nine_flip"]["prompts"] = ["a 6", "a 0"]
     changed = ci_workspace / "configs/ci_changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    proc = run_snakemake(ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml")
+    proc = run_snakemake(
+        ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml"
+    )
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts == {"all": 1, "parta_anagrams": 1, "writeup": 1}, counts
     assert "results/partA/local/a1_8_anagrams/six_nine_flip.png" in proc.stdout
     # the same edit on the DeepFloyd backend also re-encodes prompts, and nothing else
-    cfg["partA"]["deepfloyd"]["tasks"]["anagrams"]["illusions"]["old_man_campfire"]["prompts"][1] = "a rocket ship"
+    cfg["partA"]["deepfloyd"]["tasks"]["anagrams"]["illusions"]["old_man_campfire"]["prompts"][
+        1
+    ] = "a rocket ship"
     changed.write_text(yaml.safe_dump(cfg))
-    proc = run_snakemake(ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml")
+    proc = run_snakemake(
+        ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml"
+    )
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts == {"all": 1, "embed_prompts": 1, "parta_anagrams": 2, "writeup": 1}, counts
 
@@ -153,21 +169,36 @@ def test_up_to_date_run_plans_nothing(ci_workspace: Path) -> None:
 def failing_run(ws: Path, config: dict, target: str) -> str:
     path = ws / "configs/bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = run_snakemake(ws, "--cores", "1", "--configfile", "configs/ci.yaml", "configs/bad.yaml", target, check=False)
+    proc = run_snakemake(
+        ws,
+        "--cores",
+        "1",
+        "--configfile",
+        "configs/ci.yaml",
+        "configs/bad.yaml",
+        target,
+        check=False,
+    )
     assert proc.returncode != 0
     return proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_unknown_prompt_is_a_clear_error(ci_workspace: Path) -> None:
-    out = failing_run(ci_workspace, {"partA": {"local": {"tasks": {"cfg": {"prompt": "a banana"}}}}}, "all")
+    out = failing_run(
+        ci_workspace, {"partA": {"local": {"tasks": {"cfg": {"prompt": "a banana"}}}}}, "all"
+    )
     assert "config key partA.local.tasks.cfg.prompt: unknown prompt 'a banana'" in out, out[-3000:]
 
 
 @pytest.mark.slow
 def test_missing_image_is_a_clear_error(ci_workspace: Path) -> None:
-    out = failing_run(ci_workspace, {"inputs": {"drawn_3": {"path": "inputs/drawings/nope.png"}}}, "all")
-    assert "config key inputs.drawn_3.path: inputs/drawings/nope.png does not exist" in out, out[-3000:]
+    out = failing_run(
+        ci_workspace, {"inputs": {"drawn_3": {"path": "inputs/drawings/nope.png"}}}, "all"
+    )
+    assert "config key inputs.drawn_3.path: inputs/drawings/nope.png does not exist" in out, out[
+        -3000:
+    ]
 
 
 @pytest.mark.slow
@@ -178,15 +209,24 @@ def test_corrupt_image_and_wrong_mask_fail_naming_the_file(ci_workspace: Path) -
     cfg = {
         "inputs": {
             "corrupt": {"path": "inputs/corrupt.png"},
-            "masked": {"path": "inputs/digits/mnist_test_0003_label0.png", "mask": "inputs/small_mask.png"},
+            "masked": {
+                "path": "inputs/digits/mnist_test_0003_label0.png",
+                "mask": "inputs/small_mask.png",
+            },
         },
-        "partA": {"local": {"tasks": {"sdedit": {"images": ["corrupt"]}, "inpaint": {"images": ["masked"]}}}},
+        "partA": {
+            "local": {
+                "tasks": {"sdedit": {"images": ["corrupt"]}, "inpaint": {"images": ["masked"]}}
+            }
+        },
     }
     before = sorted(p.name for p in (ws / "results/partB/ddpm_class").iterdir())
     out = failing_run(ws, cfg, "results/partA/local/a1_7_sdedit/corrupt.png")
     assert "inputs/corrupt.png: not a readable image" in out, out[-3000:]
     out = failing_run(ws, cfg, "results/partA/local/a1_7_2_inpaint/masked.png")
-    assert re.search(r"inputs/small_mask.png: mask is 10x10 but its image is 28x28", out), out[-3000:]
+    assert re.search(r"inputs/small_mask.png: mask is 10x10 but its image is 28x28", out), out[
+        -3000:
+    ]
     # nothing already computed was lost
     assert sorted(p.name for p in (ws / "results/partB/ddpm_class").iterdir()) == before
 

@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from _writeup_synth import make_synthetic_results, record_path, write_metadata
 from PIL import Image
 
 from fundiff.errors import FundiffError
@@ -23,6 +22,8 @@ from fundiff.writeup import (
     parse_result_path,
     read_runtimes,
 )
+
+from _writeup_synth import make_synthetic_results, record_path, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "report"
