@@ -2,10 +2,16 @@
 
 A session fixture starts the cluster with tests/slurm/cluster.sh (root: installs and starts
 munge + slurmctld + slurmd with one fake GPU) and stops it afterwards if it started it. The
-workflow then runs with `configs/ci.yaml` in a copy of the working tree, submitted job by job
-through the SLURM executor plugin, and is checked against a local `--cores 2` run of the same
-copy: same files, only the affected jobs resubmitted after a parameter change, and a failing
-job reported as failed in bounded time.
+workflow then runs with `configs/ci.yaml` in a copy of the working tree, every job submitted
+through the SLURM executor plugin, and is compared with a local `--cores 2` run of the same
+targets in another copy: same files, only the affected jobs resubmitted after a parameter
+change, and a failing job reported as failed in bounded time.
+
+Each SLURM job starts Snakemake again (10-30 s per job on a loaded 2-core machine, and the GPU
+rules share the one fake GPU), so by default the run covers a slice of the CI DAG that touches
+every kind of job: MNIST preparation (CPU), a UNet training (GPU rule), a Part A job on both
+backends (GPU rules; DeepFloyd needs embed_prompts) and a CPU figure, about 6 jobs.
+FUNDIFF_SLURM_FULL=1 runs the whole CI workflow instead (72 jobs, tens of minutes).
 
 Needs root (or passwordless sudo). Without it the tests skip; with CI=true they fail instead.
 Run alone with `sudo -E .venv/bin/pytest -m slurm tests/test_slurm.py`.
@@ -26,24 +32,26 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import copy_repo, tool_env
+
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
-# The checkout whose working tree is copied and run (another checkout: for trying a branch).
-WORKFLOW = Path(os.environ.get("FUNDIFF_SLURM_WORKFLOW", REPO)).resolve()
 PROFILE = "profiles/slurm-local"
 CONFIG = "configs/ci.yaml"
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+FULL = os.environ.get("FUNDIFF_SLURM_FULL", "") == "1"
 
-# Upper bounds (seconds) for each snakemake call; SIGINT makes snakemake scancel its jobs.
-FULL_RUN_TIMEOUT = int(os.environ.get("FUNDIFF_SLURM_RUN_TIMEOUT", "900"))
-FAIL_RUN_TIMEOUT = 120
+# Upper bounds (seconds) for each snakemake call; on expiry `timeout` sends SIGINT, the only
+# signal that makes snakemake scancel its SLURM jobs.
+RUN_TIMEOUT = int(os.environ.get("FUNDIFF_SLURM_RUN_TIMEOUT", "3600" if FULL else "900"))
+FAIL_TIMEOUT = 150
 
 # "Job 3 has been submitted with SLURM jobid 12 (log: /x/.snakemake/slurm_logs/rule_foo/a/12.log)."
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
 RULE_OF_LOG = re.compile(r"/slurm_logs/rule_([A-Za-z0-9_]+)/")
-# a dry-run job block: "rule foo:" / "localrule all:" followed by indented lines
+# a job in snakemake's output: "rule foo:" / "localrule all:" followed by indented lines
 JOB_BLOCK = re.compile(r"^(local)?rule (\w+):\n((?:    .*\n)*)", re.MULTILINE)
 
 HOW_TO_ENABLE = (
@@ -57,13 +65,6 @@ HOW_TO_ENABLE = (
 # helpers
 
 
-def _env() -> dict[str, str]:
-    """The caller's environment with the venv first on PATH (jobs inherit it: --export=ALL)."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 @dataclass
 class Run:
     cmd: list[str]
@@ -74,49 +75,51 @@ class Run:
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.output.splitlines()[-n:])
 
-    def submitted_rules(self) -> collections.Counter[str]:
-        """Rule name of every job this run submitted to SLURM."""
-        rules = collections.Counter()
+    def submitted(self) -> list[tuple[str, str]]:
+        """(rule, SLURM log path) of every job this run submitted with sbatch."""
+        jobs = []
         for _jobid, log in SUBMITTED.findall(self.output):
             m = RULE_OF_LOG.search(log)
             assert m, f"cannot read a rule name from SLURM log path {log}"
-            rules[m.group(1)] += 1
-        return rules
+            jobs.append((m.group(1), log))
+        return jobs
+
+    def submitted_rules(self) -> collections.Counter[str]:
+        return collections.Counter(rule for rule, _log in self.submitted())
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = FULL_RUN_TIMEOUT) -> Run:
-    """Run snakemake (this venv's) in `workdir` under `timeout -s INT`, output captured."""
-    cmd = [
-        "timeout",
-        "-s",
-        "INT",
-        "-k",
-        "60",
-        str(timeout),
-        sys.executable,
-        "-m",
-        "snakemake",
-        *args,
-    ]
-    start = time.monotonic()
-    proc = subprocess.run(
-        cmd,
-        cwd=workdir,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
-    run = Run(cmd, proc.returncode, proc.stdout, time.monotonic() - start)
-    (workdir / f"snakemake-{int(start * 1000)}.out").write_text(" ".join(cmd) + "\n" + run.output)
-    return run
+class Snakemake:
+    """This venv's snakemake started in `workdir` under `timeout -s INT`, output captured.
+
+    Targets go first in `args`: `--configfile` takes several values and would swallow them.
+    """
+
+    def __init__(self, workdir: Path, *args: str, timeout: int = RUN_TIMEOUT) -> None:
+        self.cmd = ["timeout", "-s", "INT", "-k", "60", str(timeout)]
+        self.cmd += [sys.executable, "-m", "snakemake", *args]
+        self.log = workdir / f"snakemake-{time.monotonic_ns()}.out"
+        self.start = time.monotonic()
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=workdir,
+                env=tool_env(),  # venv first on PATH, 1 thread, offline hub; jobs inherit it
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def wait(self) -> Run:
+        returncode = self.proc.wait()
+        return Run(self.cmd, returncode, self.log.read_text(), time.monotonic() - self.start)
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = RUN_TIMEOUT) -> Run:
+    return Snakemake(workdir, *args, timeout=timeout).wait()
 
 
 def assert_ok(run: Run, what: str) -> None:
-    assert run.returncode != 124, (
-        f"{what}: timed out after {run.seconds:.0f}s (sent SIGINT)\n{run.tail()}"
-    )
+    assert run.returncode != 124, f"{what}: timed out after {run.seconds:.0f}s\n{run.tail()}"
     assert run.returncode == 0, f"{what}: exit {run.returncode}\n{run.tail()}"
 
 
@@ -124,7 +127,7 @@ def jobs_in(run: Run, *, local: bool | None = None) -> collections.Counter[str]:
     """Rule names of the jobs a run executed (or a dry run would execute).
 
     local=True/False keeps only jobs shown as `localrule`/`rule`. A dry run shows every job
-    as `rule`; a real SLURM run shows the jobs it ran itself (e.g. `all`) as `localrule`.
+    as `rule`; a SLURM run shows the jobs it ran itself (e.g. `all`) as `localrule`.
     """
     return collections.Counter(
         rule
@@ -133,60 +136,51 @@ def jobs_in(run: Run, *, local: bool | None = None) -> collections.Counter[str]:
     )
 
 
-def copy_worktree(dst: Path) -> None:
-    """Copy the repository's working tree (tracked + untracked-but-not-ignored files)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=WORKFLOW,
-        check=True,
-        stdout=subprocess.PIPE,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        src = WORKFLOW / rel
-        if src.is_symlink() or not src.is_file():
-            continue  # deleted in the working tree, or a link
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst / rel)
-
-
-def produced_files(workdir: Path, before: set[str]) -> set[str]:
-    """Files a run added to `workdir` (outputs, logs), ignoring Snakemake's own metadata."""
-    found = set()
-    for path in workdir.rglob("*"):
-        rel = path.relative_to(workdir).as_posix()
-        if (
-            path.is_file()
-            and rel not in before
-            and not rel.startswith(".snakemake/")
-            and "__pycache__" not in rel
-            and not re.fullmatch(r"snakemake-\d+\.out", rel)
-        ):
-            found.add(rel)
-    return found
-
-
 def listing(workdir: Path) -> set[str]:
     return {p.relative_to(workdir).as_posix() for p in workdir.rglob("*") if p.is_file()}
 
 
-# --------------------------------------------------------------------------------------------
-# the workflow under test
+def produced_files(workdir: Path, before: set[str]) -> set[str]:
+    """Files a run added to `workdir` (outputs, logs), ignoring Snakemake's own metadata."""
+    return {
+        rel
+        for rel in listing(workdir) - before
+        if not rel.startswith(".snakemake/")
+        and "__pycache__" not in rel
+        and not re.fullmatch(r"snakemake-\d+\.out", rel)
+    }
 
 
-def _workflow_ready() -> bool:
-    return (WORKFLOW / "Snakefile").is_file() and (WORKFLOW / CONFIG).is_file()
+def plan_rows(workdir: Path) -> list[tuple[str, str]]:
+    """(output file, rule) for every output of the CI DAG (`snakemake --summary`)."""
+    run = snakemake(workdir, "--cores", "1", "--configfile", CONFIG, "--summary", timeout=300)
+    assert_ok(run, "snakemake --summary")
+    rows = [line.split("\t") for line in run.output.splitlines()]
+    return [(r[0], r[2]) for r in rows if len(r) >= 6 and r[0] != "output_file"]
 
 
-def change_one_param(config_path: Path) -> str:
-    """Edit the CI config in place so that a single Part A job's params change.
+def slice_targets(rows: list[tuple[str, str]]) -> list[str]:
+    """A few targets of the CI DAG that pull in every kind of job (about 6 jobs)."""
 
-    Returns the rule whose job is affected directly (its descendants may rerun too).
-    """
+    def pick(rule: str, part: str) -> str:
+        for out, r in rows:
+            if r == rule and part in out and out.endswith(".png"):
+                return out
+        pytest.fail(f"the CI plan has no {rule} figure containing {part!r}: {rows[:20]}")
+
+    return [
+        pick("parta_cfg", "/partA/local/"),  # <- train_unet (ddpm_class) <- mnist
+        pick("parta_cfg", "/partA/deepfloyd/"),  # <- embed_prompts
+        pick("plot_loss_curve", "/ddpm_class/"),  # CPU figure
+    ]
+
+
+def change_one_param(config_path: Path) -> None:
+    """Edit the CI config so that only the local backend's CFG job has new params."""
     cfg = yaml.safe_load(config_path.read_text())
-    task = cfg["partA"]["local"]["tasks"]["cfg"]
-    task["prompt"] = "a 6" if task.get("prompt") != "a 6" else "a 2"
+    task = cfg["partA"]["local"].setdefault("tasks", {}).setdefault("cfg", {})
+    task["prompt"] = "a 2" if task.get("prompt") == "a 6" else "a 6"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return "parta_cfg"
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,9 +212,9 @@ def slurm_cluster():
         )
 
     was_up = cluster("status", 30).returncode == 0
-    started = cluster("start", 900)  # first start may apt-get install (a few MB)
+    started = cluster("start", 900)  # the first start may apt-get install (about 3 MB)
     if started.returncode != 0:
-        # CI must fail loudly; so must a root user who asked for the slurm tests.
+        # CI must fail loudly; so must a root user who runs the slurm tests.
         pytest.fail(f"could not start the local SLURM cluster:\n{started.stdout}")
     yield
     if not was_up:
@@ -228,84 +222,114 @@ def slurm_cluster():
         assert stopped.returncode == 0, f"cluster.sh stop failed:\n{stopped.stdout}"
 
 
+@dataclass
+class Workspace:
+    path: Path
+    before: set[str]
+
+
 @pytest.fixture(scope="module")
-def workflow_copies(slurm_cluster, tmp_path_factory):
-    """Two copies of the working tree: one run on SLURM, one run locally with --cores 2."""
-    if not _workflow_ready():
-        msg = f"the workflow is not in place yet (need Snakefile and {CONFIG})"
+def workspaces(slurm_cluster, tmp_path_factory) -> dict[str, Workspace]:
+    """Two copies of the working tree with the tiny IF pipeline built: "slurm" and "local"."""
+    missing = [p for p in ("Snakefile", CONFIG) if not (REPO / p).is_file()]
+    if missing:
+        msg = f"the workflow is not in place yet (missing {', '.join(missing)})"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
-    copies = {}
+    spaces = {}
     for name in ("slurm", "local"):
-        d = tmp_path_factory.mktemp(f"wf-{name}")
-        copy_worktree(d)
-        copies[name] = (d, listing(d))
-    return copies
+        ws = copy_repo(tmp_path_factory.mktemp(f"slurm-test-{name}"))
+        if name == "slurm":
+            subprocess.run(
+                [sys.executable, "-m", "fundiff.tiny_if", str(ws / "tiny_if")],
+                env=tool_env(),
+                check=True,
+                capture_output=True,
+            )
+            tiny_if = ws / "tiny_if"
+        else:
+            shutil.copytree(tiny_if, ws / "tiny_if")  # deterministic: same files as a rebuild
+        spaces[name] = Workspace(ws, listing(ws))
+    return spaces
 
 
 @pytest.fixture(scope="module")
-def slurm_run(workflow_copies) -> Run:
-    workdir, _ = workflow_copies["slurm"]
-    run = snakemake(workdir, "--workflow-profile", PROFILE, "--configfile", CONFIG)
-    assert_ok(run, "the CI workflow on SLURM")
-    return run
+def targets(workspaces) -> list[str]:
+    """The targets both runs build: a slice of the CI DAG, or everything (FUNDIFF_SLURM_FULL=1)."""
+    return [] if FULL else slice_targets(plan_rows(workspaces["slurm"].path))
 
 
 @pytest.fixture(scope="module")
-def local_run(workflow_copies) -> Run:
-    workdir, _ = workflow_copies["local"]
-    run = snakemake(workdir, "--cores", "2", "--configfile", CONFIG)
-    assert_ok(run, "the CI workflow locally")
-    return run
+def runs(workspaces, targets) -> dict[str, Run]:
+    """The same targets on SLURM and locally (`--cores 2`), side by side to save wall time."""
+    local = Snakemake(workspaces["local"].path, *targets, "--cores", "2", "--configfile", CONFIG)
+    slurm = snakemake(
+        workspaces["slurm"].path, *targets, "--workflow-profile", PROFILE, "--configfile", CONFIG
+    )
+    return {"slurm": slurm, "local": local.wait()}
+
+
+@pytest.fixture(scope="module")
+def slurm_run(runs) -> Run:
+    assert_ok(runs["slurm"], "the CI workflow on SLURM")
+    return runs["slurm"]
+
+
+@pytest.fixture(scope="module")
+def local_run(runs) -> Run:
+    assert_ok(runs["local"], "the CI workflow locally")
+    return runs["local"]
 
 
 # --------------------------------------------------------------------------------------------
 # tests
 
 
-def test_all_jobs_complete_on_slurm(slurm_run, workflow_copies):
-    workdir, _ = workflow_copies["slurm"]
+def test_all_jobs_complete_on_slurm(slurm_run, workspaces, targets):
     submitted = slurm_run.submitted_rules()
     assert submitted, f"no job went through SLURM:\n{slurm_run.tail()}"
     # every non-local job went through sbatch, and every job finished
     assert submitted == jobs_in(slurm_run, local=False), slurm_run.tail()
     total = sum(jobs_in(slurm_run).values())
     assert f"{total} of {total} steps (100%) done" in slurm_run.output, slurm_run.tail()
-    # nothing left to do, with the same profile (a dry run needs no cluster)
-    again = snakemake(workdir, "-n", "--workflow-profile", PROFILE, "--configfile", CONFIG)
+    if not FULL:
+        assert {"mnist", "train_unet", "embed_prompts", "parta_cfg", "plot_loss_curve"} <= set(
+            submitted
+        ), submitted
+    # nothing left to do (a dry run with the SLURM profile needs no cluster)
+    ws = workspaces["slurm"].path
+    again = snakemake(ws, *targets, "-n", "--workflow-profile", PROFILE, "--configfile", CONFIG)
     assert_ok(again, "dry run after the SLURM run")
     assert not jobs_in(again), f"jobs still pending after the SLURM run:\n{again.tail()}"
 
 
-def test_same_files_as_local_run(slurm_run, local_run, workflow_copies):
-    slurm_dir, slurm_before = workflow_copies["slurm"]
-    local_dir, local_before = workflow_copies["local"]
-    on_slurm = produced_files(slurm_dir, slurm_before)
-    local = produced_files(local_dir, local_before)
+def test_same_files_as_a_local_run(slurm_run, local_run, workspaces):
+    on_slurm = produced_files(workspaces["slurm"].path, workspaces["slurm"].before)
+    local = produced_files(workspaces["local"].path, workspaces["local"].before)
+    assert local, f"the local run produced nothing:\n{local_run.tail()}"
     assert on_slurm == local, (
         f"only on SLURM: {sorted(on_slurm - local)}\nonly local: {sorted(local - on_slurm)}"
     )
 
 
-def test_param_change_resubmits_only_affected_jobs(slurm_run, workflow_copies):
-    workdir, _ = workflow_copies["slurm"]
-    changed_rule = change_one_param(workdir / CONFIG)
-    plan = snakemake(workdir, "-n", "--workflow-profile", PROFILE, "--configfile", CONFIG)
+def test_param_change_resubmits_only_affected_jobs(slurm_run, workspaces, targets):
+    ws = workspaces["slurm"].path
+    change_one_param(ws / CONFIG)
+    plan = snakemake(ws, *targets, "-n", "--workflow-profile", PROFILE, "--configfile", CONFIG)
     assert_ok(plan, "dry run after the parameter change")
     expected = jobs_in(plan)
-    assert expected[changed_rule] >= 1, f"{changed_rule} not planned to rerun:\n{plan.tail()}"
-    assert sum(expected.values()) < sum(slurm_run.submitted_rules().values()), (
-        f"a one-parameter change would rerun everything: {dict(expected)}"
-    )
+    # one CFG job (the local backend's; the DeepFloyd one keeps its params) + descendants
+    assert expected["parta_cfg"] == 1, f"planned {dict(expected)}:\n{plan.tail()}"
+    assert sum(expected.values()) < sum(jobs_in(slurm_run).values()), dict(expected)
 
-    rerun = snakemake(workdir, "--workflow-profile", PROFILE, "--configfile", CONFIG)
+    rerun = snakemake(ws, *targets, "--workflow-profile", PROFILE, "--configfile", CONFIG)
     assert_ok(rerun, "SLURM rerun after the parameter change")
     # exactly the planned jobs ran; all but the local ones (like `all`) through sbatch
     assert jobs_in(rerun) == expected, f"ran {dict(jobs_in(rerun))}, planned {dict(expected)}"
-    assert rerun.submitted_rules() == jobs_in(rerun, local=False), (
-        f"submitted {dict(rerun.submitted_rules())}, expected {dict(jobs_in(rerun, local=False))}"
-    )
+    assert rerun.submitted_rules() == jobs_in(rerun, local=False), rerun.tail()
+    cfg_logs = [log for rule, log in rerun.submitted() if rule == "parta_cfg"]
+    assert len(cfg_logs) == 1 and "/rule_parta_cfg/local" in cfg_logs[0], cfg_logs
 
 
 FAILING_SNAKEFILE = """\
@@ -336,21 +360,17 @@ def test_failing_job_reported_in_bounded_time(slurm_cluster, tmp_path):
     """A job that fails on the cluster fails the run promptly; a GPU job gets the (fake) GPU."""
     (tmp_path / "Snakefile").write_text(FAILING_SNAKEFILE)
     run = snakemake(
-        tmp_path,
-        "--workflow-profile",
-        str(REPO / PROFILE),
-        "--keep-going",
-        timeout=FAIL_RUN_TIMEOUT,
+        tmp_path, "--workflow-profile", str(REPO / PROFILE), "--keep-going", timeout=FAIL_TIMEOUT
     )
     assert run.returncode != 124, (
-        f"a failed SLURM job was not reported within {FAIL_RUN_TIMEOUT}s:\n{run.tail()}"
+        f"a failed SLURM job was not reported within {FAIL_TIMEOUT}s:\n{run.tail()}"
     )
     assert run.returncode != 0, f"the run succeeded although rule boom exits 3:\n{run.tail()}"
     assert "Error in rule boom" in run.output, run.tail()
     assert run.submitted_rules() == {"gpu_ok": 1, "boom": 1}, run.tail()
-    # the job's own log names the failure
-    boom_logs = [log for _id, log in SUBMITTED.findall(run.output) if "/rule_boom/" in log]
-    assert "deliberate failure" in Path(boom_logs[0]).read_text()
-    # `--gpus=1` was accepted by sbatch and the job saw the fake GPU
+    # the failed job's SLURM log is kept and shows why
+    boom_log = next(log for rule, log in run.submitted() if rule == "boom")
+    assert "deliberate failure" in Path(boom_log).read_text()
+    # `--gpus=1` was accepted by sbatch and the job saw the (fake) GPU
     assert (tmp_path / "gpu_ok.txt").read_text().strip() == "CUDA_VISIBLE_DEVICES=0"
     assert not (tmp_path / "boom.txt").exists()
