@@ -5,14 +5,16 @@ Measures, in one process and with the same threads (default 2):
 * ``baseline``: the textbook loop -- fp32, eager, ``DataLoader(TensorDataset(x, y), batch_size,
   shuffle=True)`` (per-sample indexing + collate), Adam, the same DDPM objective;
 * ``ours_*``: :func:`fundiff.training.train` (data as one tensor, batches indexed from a seeded
-  permutation, per-epoch checkpoint included) in fp32, bf16 autocast, and bf16 + channels_last;
+  permutation) in fp32, bf16 autocast, and bf16 + channels_last;
 * the machine's fp32 (and bf16) matmul peak (2048^3 GEMM), and the UNet's FLOPs per training
   image (2 x multiply-adds of every conv / transposed conv / linear layer in the forward pass,
   x3 for forward + backward), giving the fraction of peak each loop reaches.
 
-Each variant is run ``--rounds`` times (interleaved) after a one-step warm-up; the best run is
-reported (the machine is shared: the spread is in ``all_runs_images_per_s``).
-Writes JSON to stdout and to ``bench/results/training.json``. About 1 minute on 2 idle cores (longer when the machine is busy).
+Every optimizer step is timed (the first step of each run is skipped); ``--rounds`` runs per
+variant are interleaved so load from other processes hits all variants alike. Reported: the
+median step (robust) and the fastest step (an idle-machine estimate), as images/s.
+Writes JSON to stdout and to ``bench/results/training.json``. About 1 minute on 2 idle cores
+(longer when the machine is busy).
 
 Usage: ``python bench/bench_training.py [--threads 2] [--out bench/results/training.json]``
 """
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -93,8 +96,11 @@ def forward_macs_per_image(net: nn.Module) -> int:
     return total
 
 
-def baseline_loop(d: int, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float:
-    """Images/s of a plain fp32 loop over a per-sample DataLoader (one epoch)."""
+def baseline_loop(d: int, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> list[float]:
+    """Per-step seconds of a plain fp32 loop over a per-sample DataLoader (one epoch).
+
+    A step is measured from the end of the previous step, so it includes fetching the batch.
+    """
     torch.manual_seed(seed)
     obj = DDPM(ClassConditionalUNet(1, 10, d))
     opt = torch.optim.Adam(obj.unet.parameters(), lr=1e-3)
@@ -104,39 +110,49 @@ def baseline_loop(d: int, images: torch.Tensor, labels: torch.Tensor, seed: int 
     )
     gen = torch.Generator().manual_seed(seed)
     obj.unet.train()
-    n = 0
-    t = time.perf_counter()
+    stamps = [time.perf_counter()]
     for x, y in loader:
         loss = obj.loss(x, y, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        n += x.shape[0]
-    return n / (time.perf_counter() - t)
+        float(loss.detach())  # same sync point as fundiff's on_step callback
+        stamps.append(time.perf_counter())
+    return [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # skip the first step
 
 
 def our_loop(
     d: int, images: torch.Tensor, labels: torch.Tensor, precision: str, channels_last: bool
-) -> float:
-    """Images/s of fundiff.training.train for one epoch (checkpoint write included)."""
+) -> list[float]:
+    """Per-step seconds of fundiff.training.train for one epoch (timestamps from ``on_step``;
+    the end-of-epoch checkpoint write is not inside a step)."""
     cfg = TrainConfig(
         epochs=1, batch_size=BATCH, lr=1e-3, precision=precision, channels_last=channels_last
     )
+    stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        res = train(DDPM(ClassConditionalUNet(1, 10, d)), images, labels, cfg, tmp, progress=False)
-    return res.images_per_second
+        train(
+            DDPM(ClassConditionalUNet(1, 10, d)),
+            images,
+            labels,
+            cfg,
+            tmp,
+            progress=False,
+            on_step=lambda e, s, loss: stamps.append(time.perf_counter()),
+        )
+    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "training.json"))
-    ap.add_argument(
-        "--steps", type=int, default=0, help="steps per measurement (0 = 16 at D=16, 10 at D=32)"
-    )
+    ap.add_argument("--steps", type=int, default=0, help="steps per run (0: 7 at D=16, 5 at D=32)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs per variant")
     args = ap.parse_args()
     set_threads(args.threads)
     t_all = time.perf_counter()
+    load_start = os.getloadavg()
 
     peak32 = matmul_gflops(torch.float32)
     peak16 = matmul_gflops(torch.bfloat16)
@@ -145,51 +161,69 @@ def main() -> None:
         "ours_bf16": ("bf16", False),
         "ours_bf16_channels_last": ("bf16", True),
     }
+    base_key = "baseline_dataloader_fp32"
     results = {}
     for d in (16, 32):
-        steps = args.steps or (8 if d == 16 else 4)
+        steps = args.steps or (7 if d == 16 else 5)
         images, labels = synthetic_digits(steps * BATCH, generator=torch.Generator().manual_seed(d))
-        warm_imgs, warm_labels = images[:BATCH], labels[:BATCH]
+        warm_imgs, warm_labels = images[: 2 * BATCH], labels[: 2 * BATCH]
         baseline_loop(d, warm_imgs, warm_labels)  # warm-up: oneDNN primitives, allocator
         for prec, cl in variants.values():
             our_loop(d, warm_imgs, warm_labels, prec, cl)
-        runs: dict[str, list[float]] = {"baseline_dataloader_fp32": []} | {k: [] for k in variants}
-        for _ in range(args.rounds):
-            runs["baseline_dataloader_fp32"].append(baseline_loop(d, images, labels))
+        runs: dict[str, list[float]] = {base_key: []} | {k: [] for k in variants}
+        for _ in range(args.rounds):  # interleaved, so machine load hits every variant alike
+            runs[base_key] += baseline_loop(d, images, labels)
             for name, (prec, cl) in variants.items():
-                runs[name].append(our_loop(d, images, labels, prec, cl))
-        best = {k: max(v) for k, v in runs.items()}
+                runs[name] += our_loop(d, images, labels, prec, cl)
+        median = {k: BATCH / statistics.median(v) for k, v in runs.items()}
+        fastest = {k: BATCH / min(v) for k, v in runs.items()}
         macs = forward_macs_per_image(ClassConditionalUNet(1, 10, d))
         train_flops = 3 * 2 * macs
-        base = best["baseline_dataloader_fp32"]
         results[f"D{d}"] = {
-            "images": len(images),
-            "steps_per_measurement": steps,
-            "images_per_s": {k: round(v, 1) for k, v in best.items()},
-            "all_runs_images_per_s": {k: [round(x, 1) for x in v] for k, v in runs.items()},
-            "speedup_vs_baseline": {
-                k: round(v / base, 3) for k, v in best.items() if k != "baseline_dataloader_fp32"
+            "steps_timed_per_variant": len(runs[base_key]),
+            "images_per_s_median_step": {k: round(v, 1) for k, v in median.items()},
+            "images_per_s_fastest_step": {k: round(v, 1) for k, v in fastest.items()},
+            "speedup_vs_baseline_median": {
+                k: round(v / median[base_key], 3) for k, v in median.items() if k != base_key
+            },
+            "speedup_vs_baseline_fastest": {
+                k: round(v / fastest[base_key], 3) for k, v in fastest.items() if k != base_key
             },
             "forward_gmacs_per_image": round(macs / 1e9, 5),
             "train_gflop_per_image": round(train_flops / 1e9, 5),
-            "achieved_gflops": {k: round(v * train_flops / 1e9, 2) for k, v in best.items()},
-            "fraction_of_fp32_matmul_peak": {
-                k: round(v * train_flops / 1e9 / peak32, 4) for k, v in best.items()
+            "achieved_gflops_fastest_step": {
+                k: round(v * train_flops / 1e9, 2) for k, v in fastest.items()
             },
+            "fraction_of_fp32_matmul_peak_fastest_step": {
+                k: round(v * train_flops / 1e9 / peak32, 4) for k, v in fastest.items()
+            },
+        }
+    peak32 = max(peak32, matmul_gflops(torch.float32))  # re-measured: the machine may be shared
+    peak16 = max(peak16, matmul_gflops(torch.bfloat16))
+    for r in results.values():
+        gf = r["achieved_gflops_fastest_step"]
+        r["fraction_of_fp32_matmul_peak_fastest_step"] = {
+            k: round(g / peak32, 4) for k, g in gf.items()
+        }
+        r["fraction_of_own_precision_matmul_peak_fastest_step"] = {
+            k: round(g / (peak16 if "bf16" in k else peak32), 4) for k, g in gf.items()
         }
     out = {
         "benchmark": "training throughput, ClassConditionalUNet + DDPM loss, batch 128",
         "threads": args.threads,
         "torch": torch.__version__,
         "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count()},
+        "loadavg_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "matmul_peak_gflops": {"fp32_2048": round(peak32, 1), "bf16_2048": round(peak16, 1)},
         "results": results,
-        "headline_ratio_best_ours_vs_baseline": {
-            k: max(v["speedup_vs_baseline"].values()) for k, v in results.items()
+        "headline_speedup_best_ours_vs_baseline_median": {
+            k: max(v["speedup_vs_baseline_median"].values()) for k, v in results.items()
         },
         "seconds": round(time.perf_counter() - t_all, 1),
-        "notes": "train FLOPs = 3 x forward (backward ~ 2x forward); BatchNorm/GELU/optimizer not counted. "
-        "ours_* include the per-epoch checkpoint write. Best of --rounds interleaved runs per variant.",
+        "notes": "Per-step timings (the first step of each run is skipped), --rounds runs per "
+        "variant interleaved. 'median' is robust; 'fastest' estimates an idle machine. Train "
+        "FLOPs = 3 x forward (backward ~ 2x forward); BatchNorm/GELU/optimizer not counted. "
+        "If loadavg exceeds the core count, the machine was shared and absolute numbers are low.",
     }
     text = json.dumps(out, indent=2)
     print(text)
