@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,8 +134,13 @@ def image_grid(
     if col_labels is not None and len(col_labels) > nc:
         raise FundiffError(f"{len(col_labels)} column labels for {nc} columns")
     extra_w = 0.6 if row_labels else 0.1
-    extra_h = (0.45 if title else 0.1) + (0.25 if col_labels else 0.0)
-    cell_h = cell_inches + (0.2 if cell_labels else 0.0)
+    if title:  # wrap to the figure's width (about 11 characters of 10 pt text per inch)
+        title = "\n".join(textwrap.wrap(title, max(12, int((nc * cell_inches + extra_w) * 11))))
+    title_lines = title.count("\n") + 1 if title else 0
+    label_lines = max((str(t).count("\n") + 1 for r in cell_labels or [] for t in r), default=0)
+    extra_h = (0.25 + 0.2 * title_lines if title else 0.1) + (0.25 if col_labels else 0.0)
+    cell_pad = 0.15 * label_lines + (0.05 if label_lines else 0.0)
+    cell_h = cell_inches + cell_pad
     fig_w, fig_h = nc * cell_inches + extra_w, nr * cell_h + extra_h
     fig = Figure(figsize=(fig_w, fig_h))
     axes = fig.subplots(nr, nc, squeeze=False)
@@ -168,10 +174,10 @@ def image_grid(
     fig.subplots_adjust(
         left=extra_w / fig_w,
         right=1 - 0.05 / fig_w,
-        bottom=0.05 / fig_h + (0.2 / fig_h if cell_labels else 0),
+        bottom=0.05 / fig_h + cell_pad / fig_h,
         top=1 - extra_h / fig_h,
         wspace=0.05,
-        hspace=0.25 if cell_labels else 0.05,
+        hspace=cell_pad / cell_inches + 0.05 if cell_labels else 0.05,
     )
     return _finish(fig, path)
 

@@ -86,6 +86,7 @@ class Job:
         return self.backend["base_prompt"] if value is None else value
 
     def grid(self, rows: list[list[Tensor]], path: str | Path, **kw: Any) -> None:
+        """Save an image grid in the backend's value range."""
         image_grid(rows, path=path, value_range=self.value_range, **kw)
 
 
