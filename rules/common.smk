@@ -5,7 +5,7 @@ Everything here only *wires files*: the logic lives in the fundiff library.
 
 import sys
 
-from fundiff.config import BACKENDS, slug, validate_config
+from fundiff.config import BACKENDS, figure_epochs, slug, validate_config
 from fundiff.errors import FundiffError
 
 try:
@@ -41,11 +41,6 @@ def enabled_runs():
 
 def run_spec(wildcards):
     return config["partB"]["runs"][wildcards.run]
-
-
-def figure_epochs(spec):
-    """Epochs shown in figures: the configured snapshots plus the final epoch."""
-    return sorted(set(spec["snapshot_epochs"]) | {spec["epochs"]})
 
 
 def partb_figures():

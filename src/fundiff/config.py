@@ -215,6 +215,11 @@ def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
             raise FundiffError(f"config key {key}: {err}") from None
 
 
+def figure_epochs(spec: Mapping[str, Any]) -> list[int]:
+    """Epochs of a Part B run shown in figures: its snapshot epochs plus the final one."""
+    return sorted(set(spec["snapshot_epochs"]) | {spec["epochs"]})
+
+
 def slug(text: str) -> str:
     """A file-name-safe slug of a prompt: 'an oil painting!' -> 'an_oil_painting'; '' -> 'null'."""
     s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()

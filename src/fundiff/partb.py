@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from fundiff import figures
+from fundiff.config import figure_epochs
 from fundiff.diffusion import DDPM, FlowMatching, Objective, SingleStepDenoising
 from fundiff.errors import FundiffError
 from fundiff.runtime import seed_generator
@@ -73,11 +74,6 @@ def train_config(spec: Spec, precision: Mapping[str, bool], seed: int, device: s
         channels_last=precision["channels_last"],
         device=device,
     )
-
-
-def figure_epochs(spec: Spec) -> list[int]:
-    """Epochs shown in figures: the configured snapshots plus the final epoch."""
-    return sorted(set(spec["snapshot_epochs"]) | {spec["epochs"]})
 
 
 def train_run(
