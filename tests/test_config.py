@@ -68,6 +68,16 @@ def test_presets_validate(preset: str) -> None:
             lambda c: c["partA"]["local"]["tasks"]["sdedit"].update(i_starts=[40]),
             "partA.local.tasks.sdedit.i_starts",
         ),
+        (
+            lambda c: c["partA"]["local"]["tasks"]["anagrams"]["illusions"].update(
+                x={"prompts": ["a 1", "a 2"], "view": "negate"}
+            ),
+            "partA.local.tasks.anagrams.illusions.x.view",
+        ),
+        (
+            lambda c: c["partA"]["local"]["tasks"]["cfg"].update(prompt="a banana"),
+            "partA.local.tasks.cfg.prompt",
+        ),
     ],
 )
 def test_bad_values_name_the_key(edit, key: str) -> None:

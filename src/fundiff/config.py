@@ -156,6 +156,12 @@ def _check_cross_references(config: dict[str, Any]) -> None:
                     )
         if backend == "local":
             _check_digit_prompts(bcfg, prefix)
+            for name, item in tasks["anagrams"]["illusions"].items():
+                if tasks["anagrams"]["enabled"] and item["view"] == "negate":
+                    raise FundiffError(
+                        f"config key {prefix}.tasks.anagrams.illusions.{name}.view: negate needs "
+                        "images centred on 0 (DeepFloyd); MNIST pixels lie in [0, 1]"
+                    )
             run = bcfg["run"]
             spec = runs.get(run)
             if spec is None or not spec.get("enabled", True):
