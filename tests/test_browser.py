@@ -4,9 +4,8 @@ Checks that every image decodes (naturalWidth > 0) and that the page requested n
 ``file://`` URLs, and saves full-page screenshots under ``results/`` for people to look at:
 
 * ``results/writeup_screenshot.png``: the writeup of a synthetic results tree;
-* ``results/ci/writeup_screenshot.png``: the CI run's writeup (``results/ci/writeup``), if present;
-* ``results/ci/report_screenshot.png`` (or ``results/report_screenshot.png``): the Snakemake
-  report, if ``results/ci/report.zip|html`` or ``results/report.zip|html`` is present.
+* ``results/ci/writeup_screenshot.png``: the writeup of the CI workflow run (``ci_workspace``);
+* ``results/ci/report_screenshot.png``: the Snakemake report of that run.
 
 Chromium is Debian's ``chromium``, installed by ``tests/install_chromium.sh`` (run here when
 missing and we are root). Without it the tests skip, except under ``CI=true``, where they fail.
@@ -128,56 +127,28 @@ def test_synthetic_writeup_renders_offline(tmp_path, monkeypatch, browser) -> No
     _check_screenshot(shot, min_height=min(report.height, 32000))
 
 
-def _existing(*candidates: Path) -> list[Path | None]:
-    """The candidates that exist, or [None] (the test then skips saying what it looked for)."""
-    return [p for p in candidates if p.is_file()] or [None]
-
-
-def _skip_if_none(path: Path | None, what: str, candidates: tuple[Path, ...]) -> Path:
-    if path is None:
-        names = ", ".join(str(c.relative_to(ROOT)) for c in candidates)
-        pytest.skip(f"no {what} to check (looked for {names})")
-    return path
-
-
-WRITEUPS = (RESULTS / "ci" / "writeup" / "index.html", RESULTS / "writeup" / "index.html")
-REPORTS = (
-    RESULTS / "ci" / "report.zip",
-    RESULTS / "ci" / "report.html",
-    RESULTS / "report.zip",
-    RESULTS / "report.html",
-)
-
-
-def _id(p: Path | None) -> str:
-    return "none" if p is None else str(p.relative_to(ROOT))
-
-
-@pytest.mark.parametrize("page", _existing(*WRITEUPS), ids=_id)
-def test_workflow_writeup_renders_offline(page: Path | None, browser) -> None:
-    """The writeup a real workflow run made (results/ci from the CI test, or results/)."""
-    page = _skip_if_none(page, "workflow writeup", WRITEUPS)
+@pytest.mark.slow
+def test_workflow_writeup_renders_offline(ci_workspace: Path, browser) -> None:
+    """The writeup of the CI workflow run (copied to results/ci) renders offline in Chromium."""
+    page = RESULTS / "ci" / "writeup" / "index.html"
     report = browser.load(page)
     _assert_offline(report)
     _assert_images_loaded(report)
     assert report.images, "the writeup shows no figure"
     figures = sorted(p for p in (page.parent / "figures").rglob("*") if p.is_file())
     assert len(report.images) == len(figures)
-    browser.screenshot(page.parent.parent / "writeup_screenshot.png")
+    browser.screenshot(RESULTS / "ci" / "writeup_screenshot.png")
 
 
-@pytest.mark.parametrize("report_file", _existing(*REPORTS), ids=_id)
-def test_snakemake_report_renders_offline(report_file: Path | None, tmp_path, browser) -> None:
-    """Snakemake's own report (self-contained React app) loads without network or errors."""
-    report_file = _skip_if_none(report_file, "Snakemake report", REPORTS)
-    page = report_file
-    if report_file.suffix == ".zip":
-        with zipfile.ZipFile(report_file) as z:
-            z.extractall(tmp_path)
-        page = next(tmp_path.rglob("report.html"))
+@pytest.mark.slow
+def test_snakemake_report_renders_offline(ci_workspace: Path, tmp_path: Path, browser) -> None:
+    """Snakemake's own report of the CI run (self-contained app) loads without network or errors."""
+    with zipfile.ZipFile(RESULTS / "ci" / "report.zip") as z:
+        z.extractall(tmp_path)
+    page = next(tmp_path.rglob("report.html"))
     report = browser.load(page, settle=2.0)
     # embedded resources may use data:/blob: URLs; nothing may leave the machine
     _assert_offline(report, allowed=("file:", "data:", "blob:", "about:"))
     _assert_images_loaded(report)
     assert not report.exceptions, report.exceptions
-    browser.screenshot(report_file.parent / "report_screenshot.png")
+    browser.screenshot(RESULTS / "ci" / "report_screenshot.png")
