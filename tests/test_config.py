@@ -100,3 +100,16 @@ def test_slug() -> None:
     assert slug("an oil painting of an old man!") == "an_oil_painting_of_an_old_man"
     assert slug("") == "null"
     assert slug("A 7") == "a_7"
+
+
+def test_validated_config_is_in_canonical_key_order() -> None:
+    """The same settings in another key order give identical params (no spurious reruns)."""
+    a = validate_config(default())
+    raw = default()
+    shuffled = {k: raw[k] for k in reversed(list(raw))}
+    shuffled["partB"]["runs"] = {
+        k: raw["partB"]["runs"][k] for k in reversed(list(raw["partB"]["runs"]))
+    }
+    b = validate_config(shuffled)
+    assert repr(a) == repr(b)
+    assert list(a) == sorted(a) and list(a["partB"]["runs"]) == sorted(a["partB"]["runs"])

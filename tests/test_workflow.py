@@ -171,12 +171,12 @@ def failing_run(ws: Path, config: dict, target: str) -> str:
     path.write_text(yaml.safe_dump(config))
     proc = run_snakemake(
         ws,
+        target,
         "--cores",
         "1",
         "--configfile",
         "configs/ci.yaml",
         "configs/bad.yaml",
-        target,
         check=False,
     )
     assert proc.returncode != 0

@@ -101,7 +101,23 @@ def validate_config(
             raise FundiffError(f"config key {_key(path)}: unknown key (check its spelling)")
         raise FundiffError(f"config key {_key(path)}: {error.message}")
     _check_cross_references(config)
+    ordered = canonical(config)
+    config.clear()
+    config.update(ordered)
     return config
+
+
+def canonical(obj: Any) -> Any:
+    """A copy with every mapping's keys sorted (lists keep their order).
+
+    Snakemake compares a job's params by their text, so the same settings written in another
+    key order would look changed and rerun jobs for nothing; a canonical config avoids that.
+    """
+    if isinstance(obj, Mapping):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
 
 
 def _check_cross_references(config: dict[str, Any]) -> None:
