@@ -78,6 +78,10 @@ def test_presets_validate(preset: str) -> None:
             lambda c: c["partA"]["local"]["tasks"]["cfg"].update(prompt="a banana"),
             "partA.local.tasks.cfg.prompt",
         ),
+        (
+            lambda c: c["inputs"]["drawn_3"].update(path="inputs/drawings/nope.png"),
+            "inputs.drawn_3.path",
+        ),
     ],
 )
 def test_bad_values_name_the_key(edit, key: str) -> None:

@@ -147,6 +147,11 @@ def _check_cross_references(config: dict[str, Any]) -> None:
                 raise FundiffError(
                     f"config key {key}: input {name!r} has no mask (set inputs.{name}.mask)"
                 )
+            for field in ("path", "mask") if mask else ("path",):
+                if not Path(inputs[name][field]).is_file():
+                    raise FundiffError(
+                        f"config key inputs.{name}.{field}: {inputs[name][field]} does not exist"
+                    )
 
         uses_test_image = [
             t for t in ("forward", "blur", "one_step", "iterative") if tasks[t]["enabled"]
