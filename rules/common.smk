@@ -5,7 +5,15 @@ Everything here only *wires files*: the logic lives in the fundiff library.
 
 import sys
 
-from fundiff.config import BACKENDS, figure_epochs, slug, validate_config
+from fundiff.config import (
+    BACKENDS,
+    all_prompts,
+    figure_epochs,
+    prompt_key,
+    slug,
+    task_prompts,
+    validate_config,
+)
 from fundiff.errors import FundiffError
 
 try:
@@ -27,6 +35,7 @@ wildcard_constraints:
     run=RUN_NAMES,
     epoch=r"\d+",
     item=r"[A-Za-z0-9_]+",
+    prompt=r"[a-z0-9_]+",
 
 
 # ---------------------------------------------------------------------------- Part B
@@ -215,7 +224,7 @@ def parta_inputs(task):
     def inputs(wildcards):
         files = {}
         if task not in NO_MODEL:
-            files.update(model_inputs(wildcards))
+            files.update(model_inputs(task, wildcards))
         if task not in NO_IMAGE:
             entry = config["inputs"][image_name(task)(wildcards)]
             files["image"] = entry["path"]
@@ -228,13 +237,18 @@ def parta_inputs(task):
     return inputs
 
 
-def model_inputs(wildcards):
-    """The model files a Part A job of this backend loads."""
+def model_inputs(task, wildcards):
+    """The model files a Part A job loads: local weights, or its prompts' embeddings."""
     if wildcards.backend == "local":
         run = config["partA"]["local"]["run"]
         return {"model": f"{PB}/{run}/model.safetensors"}
-    # embeddings: `ancient` because a job reruns through its own params when its prompts change
-    return {"embeddings": ancient(f"{R}/partA/deepfloyd/prompt_embeddings.safetensors")}
+    bcfg = config["partA"]["deepfloyd"]
+    return {
+        "embeddings": [
+            f"{R}/partA/deepfloyd/prompts/{prompt_key(p)}.safetensors"
+            for p in task_prompts(bcfg, task, wildcards.item)
+        ]
+    }
 
 
 def judge_inputs(wildcards):
@@ -244,22 +258,10 @@ def judge_inputs(wildcards):
     return {}
 
 
-def deepfloyd_prompts():
-    """Every prompt the DeepFloyd tasks use, plus '' (CFG) and the base prompt."""
-    bcfg = config["partA"]["deepfloyd"]
-    t = bcfg["tasks"]
-    prompts = {"", bcfg["base_prompt"]}
-    prompts |= set(t["text_to_image"]["prompts"])
-    for task in ("cfg", "sdedit", "sdedit_drawn", "inpaint"):
-        if t[task]["prompt"] is not None:
-            prompts.add(t[task]["prompt"])
-    prompts |= {i["prompt"] for i in t["translate"]["items"].values()}
-    prompts |= {p for i in t["anagrams"]["illusions"].values() for p in i["prompts"]}
-    prompts |= {
-        p for i in t["hybrids"]["pairs"].values() for p in (i["low"], i["high"])
-    }
-    prompts.add(t["logo"]["prompt"])
-    return sorted(prompts)
+def prompt_text(wildcards):
+    """The DeepFloyd prompt behind an embedding file name."""
+    prompts = all_prompts(config["partA"]["deepfloyd"])
+    return {prompt_key(p): p for p in prompts}[wildcards.prompt]
 
 
 # ---------------------------------------------------------------------------- targets

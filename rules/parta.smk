@@ -1,9 +1,9 @@
-rule embed_prompts:
-    """T5-encode every DeepFloyd prompt (plus '') once; sampling jobs load no text encoder."""
+rule embed_prompt:
+    """T5 embedding of one DeepFloyd prompt (T5 loads once for all missing prompts)."""
     output:
-        embeddings=f"{R}/partA/deepfloyd/prompt_embeddings.safetensors",
+        embedding=f"{R}/partA/deepfloyd/prompts/{{prompt}}.safetensors",
     log:
-        "logs/embed_prompts.log",
+        "logs/embed_prompt/{prompt}.log",
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]
@@ -12,12 +12,13 @@ rule embed_prompts:
         mem_mb=res("embed", "mem_mb"),
         runtime=res("embed", "runtime"),
     params:
-        prompts=deepfloyd_prompts(),
+        prompt=prompt_text,
         model=config["partA"]["deepfloyd"]["text_encoder"]
         or config["partA"]["deepfloyd"]["stage1"],
+        cache=f"{R}/partA/deepfloyd/prompt_cache",
         device=config["device"],
     script:
-        "../scripts/embed_prompts.py"
+        "../scripts/embed_prompt.py"
 
 
 # One rule per Part A deliverable (parta_forward, parta_sdedit, ...), all through the same

@@ -15,7 +15,7 @@ settings = dict(snakemake.params.backend)
 res, channels, value_range = backends.BACKEND_GEOMETRY[backend]
 settings["value_range"] = value_range
 
-files = {k: str(v) for k, v in snakemake.input.items()}
+files = {k: (list(v) if k == "embeddings" else str(v)) for k, v in snakemake.input.items()}
 if task in ("forward", "blur"):
     denoiser, schedule = None, backends.schedule_for(backend, settings)
 else:

@@ -80,7 +80,7 @@ def test_slurm_profile_template():
     for key in ("slurm_partition", "slurm_account", "mem_mb", "runtime", "cpus_per_task"):
         assert key in defaults, f"default-resources lacks {key}"
     gpus = gpu_rules(p)
-    assert {"embed_prompts", "train_unet", "train_classifier"} <= gpus
+    assert {"embed_prompt", "train_unet", "train_classifier"} <= gpus
     assert any(r.startswith("parta_") for r in gpus)
     for rule in gpus:
         res = p["set-resources"][rule]

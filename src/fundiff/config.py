@@ -242,6 +242,49 @@ def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
             raise FundiffError(f"config key {key}: {err}") from None
 
 
+def task_prompts(bcfg: Mapping[str, Any], task: str, item: str | None) -> list[str]:
+    """The prompts one Part A job conditions on: '' (CFG), the base prompt, and its own."""
+    tasks, base = bcfg["tasks"], bcfg["base_prompt"]
+    tcfg = tasks[task]
+    own: list[str] = []
+    if task == "text_to_image":
+        own = [p for p in tcfg["prompts"] if slug(p) == item]
+    elif task in ("cfg", "sdedit", "sdedit_drawn", "inpaint"):
+        own = [tcfg["prompt"] if tcfg["prompt"] is not None else base]
+    elif task == "translate":
+        own = [tcfg["items"][item]["prompt"]]
+    elif task == "anagrams":
+        own = list(tcfg["illusions"][item]["prompts"])
+    elif task == "hybrids":
+        own = [tcfg["pairs"][item]["low"], tcfg["pairs"][item]["high"]]
+    elif task == "logo":
+        own = [tcfg["prompt"]]
+    return sorted({"", base, *own})
+
+
+def all_prompts(bcfg: Mapping[str, Any]) -> list[str]:
+    """Every prompt the enabled tasks of a backend condition on (sorted, with '')."""
+    tasks, prompts = bcfg["tasks"], {"", bcfg["base_prompt"]}
+    items = {
+        "text_to_image": [slug(p) for p in tasks["text_to_image"]["prompts"]],
+        "translate": list(tasks["translate"]["items"]),
+        "anagrams": list(tasks["anagrams"]["illusions"]),
+        "hybrids": list(tasks["hybrids"]["pairs"]),
+    }
+    for task, tcfg in tasks.items():
+        if tcfg.get("enabled", True):
+            for item in items.get(task, [None]):
+                prompts |= set(task_prompts(bcfg, task, item))
+    return sorted(prompts)
+
+
+def prompt_key(prompt: str) -> str:
+    """A file name for a prompt's embedding: readable slug + short hash (no collisions)."""
+    import hashlib
+
+    return f"{slug(prompt)[:40]}_{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
+
+
 def figure_epochs(spec: Mapping[str, Any]) -> list[int]:
     """Epochs of a Part B run shown in figures: its snapshot epochs plus the final one."""
     return sorted(set(spec["snapshot_epochs"]) | {spec["epochs"]})
