@@ -147,7 +147,7 @@ def parta_outputs(ext, tasks=PARTA_TASKS):
 def backend_params(wildcards):
     """What every Part A job of a backend needs: model, schedule, guidance, seed."""
     bcfg = config["partA"][wildcards.backend]
-    keep = ("guidance", "timesteps", "base_prompt", "test_image")
+    keep = ("guidance", "timesteps", "base_prompt", "test_image", "variance")
     params = {k: bcfg[k] for k in keep}
     params["forward_timesteps"] = bcfg["tasks"]["forward"]["timesteps"]
     params["seed"] = config["seed"]

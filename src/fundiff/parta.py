@@ -77,6 +77,11 @@ class Job:
         self.timesteps = strided(self.schedule, backend["timesteps"])
 
     @property
+    def kw(self) -> dict[str, Any]:
+        """Sampler-loop options from the backend settings (the step's noise variance)."""
+        return {"variance": self.backend.get("variance", "model")}
+
+    @property
     def value_range(self) -> tuple[float, float]:
         return tuple(self.backend["value_range"])  # type: ignore[return-value]
 
@@ -116,6 +121,7 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None, out: Path
             timesteps=ts,
             guidance=job.backend["guidance"],
             final_step=True,
+            **job.kw,
         )
         rows.append(_row(x))
         labels.append(f"{steps} steps")
@@ -214,7 +220,14 @@ def iterative(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
             shown.append((t, x[0].float().cpu()))
 
     result = samplers.iterative_denoise(
-        job.denoiser, x_t, i_start, prompt, generator=job.generator, timesteps=ts, callback=keep
+        job.denoiser,
+        x_t,
+        i_start,
+        prompt,
+        generator=job.generator,
+        timesteps=ts,
+        callback=keep,
+        **job.kw,
     )
     single = samplers.one_step_denoise(job.denoiser, x_t, ts[i_start], prompt)
     lo, hi = job.value_range
@@ -241,7 +254,12 @@ def sampling(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> 
     """A1.5: samples from pure noise with the base prompt, no CFG."""
     prompt = job.backend["base_prompt"]
     x = samplers.sample(
-        job.denoiser, prompt, job.settings["n"], generator=job.generator, timesteps=job.timesteps
+        job.denoiser,
+        prompt,
+        job.settings["n"],
+        generator=job.generator,
+        timesteps=job.timesteps,
+        **job.kw,
     )
     job.grid(
         [_row(x)],
@@ -262,6 +280,7 @@ def cfg(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
         generator=job.generator,
         timesteps=job.timesteps,
         guidance=g,
+        **job.kw,
     )
     job.grid(
         [_row(x)],
@@ -282,6 +301,7 @@ def _levels(job: Job, image: Tensor, prompt: str, out: Path, title: str) -> dict
         generator=job.generator,
         timesteps=job.timesteps,
         guidance=job.backend["guidance"],
+        **job.kw,
     )
     row = [r[0].float().cpu() for r in results] + [image[0].cpu()]
     cols = [f"i_start {i} (t {job.timesteps[i]})" for i in levels] + ["original"]
@@ -322,6 +342,7 @@ def inpaint(job: Job, image: Tensor, mask: Tensor, out: Path) -> dict:
             timesteps=job.timesteps,
             guidance=job.backend["guidance"],
             repaint_jumps=s["repaint_jumps"],
+            **job.kw,
         )
         for _ in range(s["n"])
     ]
@@ -364,6 +385,7 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> 
         generator=job.generator,
         timesteps=job.timesteps,
         guidance=job.backend["guidance"],
+        **job.kw,
     )
     seen = view.view(x)
     job.grid(
@@ -383,6 +405,7 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> 
             generator=job.generator,
             timesteps=job.timesteps,
             guidance=job.backend["guidance"],
+            **job.kw,
         )
         base = _judged(job, view.view(plain), p2)
         numbers.update(
@@ -407,6 +430,7 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> d
         guidance=job.backend["guidance"],
         sigma=item["sigma"],
         kernel_size=item["kernel"],
+        **job.kw,
     )
     lp = hybrid_filters(job.denoiser.resolution, sigma=item["sigma"], kernel_size=item["kernel"])[0]
     far = gaussian_blur(x.float(), lp.kernel_size, lp.sigma)
