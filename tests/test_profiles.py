@@ -128,7 +128,7 @@ DRY_RUNS = [
 @pytest.mark.parametrize(("profile", "configfile"), DRY_RUNS, ids=[c for _p, c in DRY_RUNS])
 def test_dry_run_requests_gpus_on_gpu_rules_only(profile, configfile):
     need_workflow(configfile)
-    run = snakemake("-n", "--workflow-profile", profile, "--configfile", configfile)
+    run = snakemake("-n", "--forceall", "--workflow-profile", profile, "--configfile", configfile)
     assert run.returncode == 0, f"dry run failed:\n{run.stdout[-4000:]}"
     jobs = dry_run_resources(run.stdout)
     assert jobs, f"no jobs in the dry run:\n{run.stdout[-4000:]}"

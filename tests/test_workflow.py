@@ -60,7 +60,7 @@ def job_counts(output: str) -> dict[str, int]:
     "preset", [None, "configs/course-fa24.yaml", "configs/course-fa25.yaml", "configs/ci.yaml"]
 )
 def test_dry_run_of_each_preset_plans_jobs(preset: str | None) -> None:
-    args = [sys.executable, "-m", "snakemake", "-n", "--cores", "2"]
+    args = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "2"]
     if preset:
         args += ["--configfile", preset]
     proc = run(args)
