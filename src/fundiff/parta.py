@@ -163,16 +163,14 @@ def blur(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
         sigmas=job.settings["sigmas"],
         data_range=hi - lo,
     )
-    cols = [
-        f"t = {t}: k {b['kernel_size']}, σ {b['sigma']:g}, {b['psnr']:.1f} dB"
-        for t, b in zip(ts, best, strict=True)
-    ]
+    cells = [f"k {b['kernel_size']}, σ {b['sigma']:g}\n{b['psnr']:.1f} dB" for b in best]
     job.grid(
         [_row(noisy), _row(blurred)],
         out,
         row_labels=["noisy", "best blur"],
-        col_labels=cols,
-        title="Classical denoising",
+        col_labels=[f"t = {t}" for t in ts],
+        cell_labels=[[""] * len(ts), cells],
+        title="Classical denoising: best Gaussian blur",
     )
     return {
         "timesteps": ts,
