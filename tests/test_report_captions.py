@@ -152,6 +152,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("toy_report")
     (ws / "schemas").symlink_to(ROOT / "schemas")
     (ws / "report").symlink_to(ROOT / "report")
+    (ws / "inputs").symlink_to(ROOT / "inputs")  # config validation checks input files exist
     (ws / "Snakefile").write_text(TOY_SNAKEFILE.replace("@REPO@", str(ROOT)))
     (ws / "toy_numbers.py").write_text(TOY_NUMBERS)
     Image.new("RGB", (48, 32), (200, 60, 40)).save(ws / "fig.png")
