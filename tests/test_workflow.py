@@ -146,10 +146,9 @@ def test_editing_one_anagram_prompt_reruns_only_that_anagram(
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts == {"all": 1, "parta_anagrams": 1, "writeup": 1}, counts
     assert "results/partA/local/a1_8_anagrams/six_nine_flip.png" in proc.stdout
-    # the same edit on the DeepFloyd backend also re-encodes prompts, and nothing else
-    cfg["partA"]["deepfloyd"]["tasks"]["anagrams"]["illusions"]["old_man_campfire"]["prompts"][
-        1
-    ] = "a rocket ship"
+    # the same edit on the DeepFloyd backend also embeds the one new prompt, and nothing else
+    illusion = cfg["partA"]["deepfloyd"]["tasks"]["anagrams"]["illusions"]["old_man_campfire"]
+    illusion["prompts"][1] = "a photo of a dog"
     changed.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(
         ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml"
