@@ -3,7 +3,8 @@
 The Part A sampler runs every view x {conditional, unconditional} of a step in ONE model call.
 This measures the time per step of a 2-view visual anagram with CFG (4 branches -> batch 4 B)
 against the same sampler whose denoiser is wrapped to make a separate call per branch (4 calls
-of batch B), on the tiny random IF-shaped UNet at 64 px, CPU, 1 thread. Both give the same
+of batch B), on the tiny random IF-shaped UNet at 64 px and 16 px, and on the default CPU
+backend (Part B's class-conditioned UNet, D = 16, 28 px), CPU, 1 thread. Both give the same
 images (checked); only the batching differs.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sampler.py
@@ -86,9 +87,8 @@ class PerBranchDenoiser:
                 x_t.split(self.chunk), t.split(self.chunk), cond.split(self.chunk), strict=True
             )
         ]
-        return DenoiserOutput(
-            torch.cat([o.eps for o in outs]), torch.cat([o.variance for o in outs])
-        )
+        variance = None if outs[0].variance is None else torch.cat([o.variance for o in outs])
+        return DenoiserOutput(torch.cat([o.eps for o in outs]), variance)
 
 
 def time_per_step(denoiser, timesteps) -> tuple[float, float, torch.Tensor]:
@@ -139,10 +139,59 @@ def run_config(resolution: int, steps: int) -> dict:
     }
 
 
+class CountingLocal:
+    """The default CPU backend: Part B's class-conditioned DDPM UNet (D = 16, random weights)."""
+
+    def __init__(self) -> None:
+        from fundiff.backends import LocalDenoiser
+        from fundiff.diffusion import DDPM
+        from fundiff.unets import ClassConditionalUNet
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            ddpm = DDPM(ClassConditionalUNet(1, 10, 16)).eval()
+        self.inner = LocalDenoiser(ddpm)
+        for name in ("schedule", "channels", "resolution", "value_range", "variance_type"):
+            setattr(self, name, getattr(self.inner, name))
+        self.calls = 0
+
+    def conditions(self, prompts):
+        return self.inner.conditions(
+            ["a 6" if p == "a" else "a 9" if p == "b" else p for p in prompts]
+        )
+
+    def __call__(self, x_t, t, cond):
+        self.calls += 1
+        return self.inner(x_t, t, cond)
+
+
+def run_local(steps: int = 20) -> dict:
+    """Batched vs per-branch on the local MNIST backend (28 px, 1 channel, T = 300)."""
+    base = CountingLocal()
+    split = PerBranchDenoiser(base, BATCH)
+    split.inner = base
+    ts = [297 - 9 * k for k in range(steps + 1)]
+    for d in (base, split):
+        S.visual_anagram(d, ["a", "b"], n=BATCH, generator=seed_generator(0), timesteps=ts[:2])
+    cpu_b, wall_b, out_b = time_per_step(base, ts)
+    cpu_s, wall_s, out_s = time_per_step(split, ts)
+    return {
+        "resolution": 28,
+        "model": "ClassConditionalUNet D=16 (local MNIST backend)",
+        "steps_timed": steps,
+        "cpu_seconds_per_step": {"batched": round(cpu_b, 5), "separate": round(cpu_s, 5)},
+        "wall_seconds_per_step": {"batched": round(wall_b, 5), "separate": round(wall_s, 5)},
+        "speedup_cpu": round(cpu_s / cpu_b, 3),
+        "speedup_wall": round(wall_s / wall_b, 3),
+        "max_abs_difference": float((out_b - out_s).abs().max()),
+    }
+
+
 def main() -> int:
     set_threads(1)
     t0 = time.perf_counter()
     configs = [run_config(r, n) for r, n in CONFIGS]
+    local = run_local()
     head = next(c for c in configs if c["resolution"] == RESOLUTION)
     result = {
         "benchmark": "sampler: views x {cond, uncond} in one call vs one call per branch",
@@ -157,6 +206,8 @@ def main() -> int:
         "speedup": head["speedup_cpu"],
         "speedup_resolution": RESOLUTION,
         "configs": configs,
+        "local_mnist": local,
+        "speedup_local_mnist": local["speedup_cpu"],
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     text = json.dumps(result, indent=2)
