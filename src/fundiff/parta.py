@@ -248,45 +248,31 @@ def iterative(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
     }
 
 
-def sampling(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
-    """A1.5: samples from pure noise with the base prompt, no CFG."""
-    prompt = job.backend["base_prompt"]
+def _samples(job: Job, prompt: str, guidance: float | None, out: Path, title: str) -> dict:
+    """Samples from pure noise in one row (A1.5 without, A1.6 with CFG)."""
     x = samplers.sample(
         job.denoiser,
         prompt,
         job.settings["n"],
         generator=job.generator,
         timesteps=job.timesteps,
+        guidance=guidance,
         **job.kw,
     )
-    job.grid(
-        [_row(x)],
-        out,
-        col_labels=[f"sample {i + 1}" for i in range(len(x))],
-        title=f"Samples of {_label(prompt)}, no CFG",
-    )
-    return {"prompt": prompt, "n": len(x)}
+    job.grid([_row(x)], out, col_labels=[f"sample {i + 1}" for i in range(len(x))], title=title)
+    return {"prompt": prompt, "guidance": guidance, "n": len(x)}
+
+
+def sampling(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+    """A1.5: samples from pure noise with the base prompt, no CFG."""
+    prompt = job.backend["base_prompt"]
+    return _samples(job, prompt, None, out, f"Samples of {_label(prompt)}, no CFG")
 
 
 def cfg(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
     """A1.6: classifier-free guidance samples."""
     prompt, g = job.prompt(), job.backend["guidance"]
-    x = samplers.sample(
-        job.denoiser,
-        prompt,
-        job.settings["n"],
-        generator=job.generator,
-        timesteps=job.timesteps,
-        guidance=g,
-        **job.kw,
-    )
-    job.grid(
-        [_row(x)],
-        out,
-        col_labels=[f"sample {i + 1}" for i in range(len(x))],
-        title=f"CFG samples of {_label(prompt)}, scale {g}",
-    )
-    return {"prompt": prompt, "guidance": g, "n": len(x)}
+    return _samples(job, prompt, g, out, f"CFG samples of {_label(prompt)}, scale {g}")
 
 
 def _levels(job: Job, image: Tensor, prompt: str, out: Path, title: str) -> dict:
