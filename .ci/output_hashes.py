@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import struct
 import sys
 from pathlib import Path
 
 SUFFIXES = {".png", ".json", ".npz", ".gif", ".csv", ".safetensors"}
 SKIP_PARTS = {"writeup", "report.zip", "prompt_cache", "training"}
+
+
+def _canonical_safetensors(data: bytes) -> bytes:
+    """The header's JSON with sorted keys + the tensor bytes: safetensors writes its metadata
+    map in an arbitrary order, so equal files can differ byte for byte."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    return json.dumps(header, sort_keys=True).encode() + data[8 + n :]
 
 
 def hashes(root: Path) -> dict[str, str]:
@@ -25,7 +35,10 @@ def hashes(root: Path) -> dict[str, str]:
         rel = p.relative_to(root)
         if not p.is_file() or p.suffix not in SUFFIXES or SKIP_PARTS & set(rel.parts):
             continue
-        out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        data = p.read_bytes()
+        if p.suffix == ".safetensors":
+            data = _canonical_safetensors(data)
+        out[str(rel)] = hashlib.sha256(data).hexdigest()
     return out
 
 
