@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,13 @@ def test_validated_config_is_in_canonical_key_order() -> None:
     b = validate_config(shuffled)
     assert repr(a) == repr(b)
     assert list(a) == sorted(a) and list(a["partB"]["runs"]) == sorted(a["partB"]["runs"])
+
+
+def test_config_and_prompts_are_torch_free() -> None:
+    """Parse-time modules import without torch (and config no longer imports backends)."""
+    code = (
+        "import sys; from fundiff.config import load_yaml, validate_config; "
+        f"validate_config(load_yaml({str(ROOT / 'config.yaml')!r})); "
+        "bad = {'torch', 'fundiff.backends'} & set(sys.modules); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ})

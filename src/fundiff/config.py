@@ -24,6 +24,7 @@ import jsonschema
 import yaml
 
 from fundiff.errors import FundiffError
+from fundiff.prompts import parse_digit_prompt, prompt_key, slug  # noqa: F401 (re-exported)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 BACKENDS = ("local", "deepfloyd")
@@ -212,8 +213,6 @@ def _check_cross_references(config: dict[str, Any]) -> None:
 
 def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
     """Every prompt of the local backend must name a digit (or be '' = unconditional)."""
-    from fundiff.backends import parse_digit_prompt
-
     tasks = bcfg["tasks"]
     prompts: list[tuple[str, str]] = [(f"{prefix}.base_prompt", bcfg["base_prompt"])]
     prompts += [
@@ -278,19 +277,6 @@ def all_prompts(bcfg: Mapping[str, Any]) -> list[str]:
     return sorted(prompts)
 
 
-def prompt_key(prompt: str) -> str:
-    """A file name for a prompt's embedding: readable slug + short hash (no collisions)."""
-    import hashlib
-
-    return f"{slug(prompt)[:40]}_{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
-
-
 def figure_epochs(spec: Mapping[str, Any]) -> list[int]:
     """Epochs of a Part B run shown in figures: its snapshot epochs plus the final one."""
     return sorted(set(spec["snapshot_epochs"]) | {spec["epochs"]})
-
-
-def slug(text: str) -> str:
-    """A file-name-safe slug of a prompt: 'an oil painting!' -> 'an_oil_painting'; '' -> 'null'."""
-    s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
-    return s[:60] or "null"
