@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from snakemake.utils import update_config
 from fundiff.config import load_schema, load_yaml, slug, validate_config
 from fundiff.configfiles import assemble_config, check_workdir, coerce_cli_values, merge_overlay
 from fundiff.errors import FundiffError
+
+from conftest import copy_repo, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -312,3 +315,70 @@ def test_running_from_another_directory_says_where_to_run(tmp_path: Path) -> Non
     check_workdir(ROOT, cwd=ROOT)
     with pytest.raises(FundiffError, match=f"run snakemake from the workflow directory {ROOT}"):
         check_workdir(ROOT, cwd=tmp_path)
+
+
+# ------------------------------------------------------------- the config as Snakemake reads it
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository to dry-run in (dry runs write .snakemake/)."""
+    return copy_repo(tmp_path_factory.mktemp("cfg") / "repo")
+
+
+def dry_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", *args]
+    return subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, text: str) -> str:
+    """The run failed, with exactly one line containing ``text``."""
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if text in line]
+    assert proc.returncode != 0 and len(lines) == 1, out
+    return lines[0]
+
+
+def test_cuda_without_cuda_stops_before_any_job(workspace: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    line = one_error_line(dry_run(workspace, "--config", "device=cuda"), "config key device")
+    assert "no CUDA device" in line
+
+
+def test_duplicate_key_in_a_configfile_is_named(workspace: Path, tmp_path: Path) -> None:
+    overlay = tmp_path / "dup.yaml"
+    overlay.write_text("partB:\n  enabled: false\n  enabled: true\n")
+    line = one_error_line(dry_run(workspace, "--configfile", str(overlay)), "duplicate key")
+    assert "dup.yaml" in line and "'enabled' on lines 2 and 3" in line
+
+
+def test_nan_on_the_command_line_is_named(workspace: Path) -> None:
+    one_error_line(dry_run(workspace, "--config", "seed=nan"), "config key seed:")
+    proc = dry_run(workspace, "--config", 'partA={"local": {"guidance": .inf}}')
+    assert "is not a finite number" in one_error_line(proc, "config key partA.local.guidance")
+
+
+def test_overlay_replaces_a_marked_mapping(workspace: Path, tmp_path: Path) -> None:
+    """``_replace: true`` keeps only the overlay's illusions (a deep merge would add them)."""
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text(
+        "partA:\n  local:\n    tasks:\n      anagrams:\n        illusions:\n"
+        "          _replace: true\n          one_seven: {prompts: ['a 1', 'a 7'], view: rot90cw}\n"
+    )
+    proc = dry_run(workspace, "--forceall", "--configfile", str(overlay))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^parta_anagrams\s+1$", proc.stdout, re.M), proc.stdout[-3000:]
+
+
+def test_running_from_another_directory_says_where_to_run_from(
+    workspace: Path, tmp_path: Path
+) -> None:
+    ci = str(workspace / "configs/ci.yaml")
+    proc = dry_run(tmp_path, "-s", str(workspace / "Snakefile"), "--configfile", ci)
+    line = one_error_line(proc, "run snakemake from the workflow directory")
+    assert str(workspace.resolve()) in line
+    proc = dry_run(tmp_path, "-s", str(workspace / "Snakefile"), "-d", str(workspace))
+    assert proc.returncode == 0, proc.stderr[-3000:]
