@@ -249,6 +249,10 @@ def test_missing_cuda_is_a_config_error_naming_device(monkeypatch) -> None:
     check_device("cuda:0")
     with pytest.raises(FundiffError, match=r"^config key device: 'cuda:1' but torch sees only 1"):
         check_device("cuda:1")
+    from fundiff.runtime import resolve_device
+
+    with pytest.raises(FundiffError, match=r"^config key device: 'cuda:2'"):
+        resolve_device("cuda:2")  # inside a job too (a cluster node without the GPU)
 
 
 def test_duplicate_yaml_keys_are_errors_naming_the_key(tmp_path: Path) -> None:
