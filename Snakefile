@@ -5,9 +5,19 @@
 #   snakemake --report results/report.zip               # Snakemake report of the last run
 
 
+import sys
+
 from snakemake.utils import min_version
 
+from fundiff.configfiles import check_workdir
+from fundiff.errors import FundiffError
+
 min_version("9.0")
+
+try:  # config.yaml, inputs/ and results/ are relative to this directory
+    check_workdir(workflow.basedir)
+except FundiffError as err:
+    sys.exit(f"fundiff: {err}")
 
 
 configfile: "config.yaml"

@@ -8,16 +8,27 @@ import sys
 from fundiff.config import (
     BACKENDS,
     all_prompts,
+    check_device,
     figure_epochs,
+    load_schema,
     prompt_key,
     slug,
     task_prompts,
     validate_config,
 )
+from fundiff.configfiles import assemble_config, workflow_config_sources
 from fundiff.errors import FundiffError
 
+# Snakemake's own merge keeps duplicate YAML keys and reads nested --config values as strings:
+# rebuild config from the same sources (fundiff.configfiles), then validate it.
+SCHEMA = f"{workflow.basedir}/schemas/config.schema.yaml"
 try:
-    validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
+    rebuilt = assemble_config(*workflow_config_sources(workflow), load_schema(SCHEMA))
+    config.clear()
+    config.update(rebuilt)
+    validate_config(config, SCHEMA)
+    if workflow.local_exec:  # cluster jobs find their GPU on the compute nodes
+        check_device(config["device"])
 except FundiffError as err:
     sys.exit(f"fundiff: invalid configuration: {err}")
 

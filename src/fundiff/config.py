@@ -15,29 +15,20 @@ Every failure is one ``FundiffError`` line naming the key, e.g.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
+from fundiff.configfiles import load_yaml
 from fundiff.errors import FundiffError
+from fundiff.prompts import parse_digit_prompt, prompt_key, slug  # noqa: F401 (re-exported)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 BACKENDS = ("local", "deepfloyd")
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a syntax error is a FundiffError naming the file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as err:
-        raise FundiffError(f"{path}: invalid YAML ({err})") from err
-    if not isinstance(data, dict):
-        raise FundiffError(f"{path}: the top level must be a mapping")
-    return data
 
 
 def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
@@ -82,6 +73,45 @@ def _key(path: Iterator[Any]) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+def _strict_integer(checker: Any, instance: Any) -> bool:
+    """JSON Schema counts 2.0 as an integer; range(2.0) does not: only Python ints are."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+
+
+def _check_finite(node: Any, path: tuple[Any, ...] = ()) -> None:
+    """Every number in the config is finite: NaN passes every schema bound (all compare False)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            _check_finite(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise FundiffError(f"config key {_key(path)}: {node} is not a finite number")
+
+
+def _schema_error(error: jsonschema.ValidationError) -> FundiffError:
+    """One line naming the key of a schema violation."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        path += re.findall(r"'([^']+)'", error.message)[:1]
+        return FundiffError(f"config key {_key(path)}: unknown key (check its spelling)")
+    if "propertyNames" in error.schema_path:
+        path.append(error.instance)
+        if error.validator == "pattern":
+            return FundiffError(
+                f"config key {_key(path)}: invalid name {error.instance!r}; names become file "
+                "names: letters, digits and _ only, starting with a letter or digit"
+            )
+    return FundiffError(f"config key {_key(path)}: {error.message}")
+
+
 def validate_config(
     config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH
 ) -> dict[str, Any]:
@@ -92,14 +122,10 @@ def validate_config(
     """
     schema = load_schema(schema_path)
     _fill_defaults(config, schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    _check_finite(config)
+    error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
     if error is not None:
-        path = list(error.absolute_path)
-        if error.validator == "additionalProperties":
-            path += re.findall(r"'([^']+)'", error.message)[:1]
-            raise FundiffError(f"config key {_key(path)}: unknown key (check its spelling)")
-        raise FundiffError(f"config key {_key(path)}: {error.message}")
+        raise _schema_error(error)
     _check_cross_references(config)
     ordered = canonical(config)
     config.clear()
@@ -130,90 +156,161 @@ def _check_cross_references(config: dict[str, Any]) -> None:
     runs = config.get("partB", {}).get("runs", {})
     for backend in BACKENDS:
         bcfg = part_a.get(backend, {})
-        if not (part_a.get("enabled") and bcfg.get("enabled")):
-            continue
-        prefix = f"partA.{backend}"
-        tasks = bcfg["tasks"]
+        if part_a.get("enabled") and bcfg.get("enabled"):
+            _check_backend(backend, bcfg, inputs, runs)
+    _check_runs(runs)
 
-        def need_image(name: str | None, key: str, *, mask: bool = False) -> None:
-            if name is None:
-                raise FundiffError(f"config key {key}: an input image name is required")
-            if name not in inputs:
-                known = ", ".join(sorted(inputs)) or "none"
-                raise FundiffError(
-                    f"config key {key}: unknown input image {name!r} (inputs: {known})"
-                )
-            if mask and not inputs[name].get("mask"):
-                raise FundiffError(
-                    f"config key {key}: input {name!r} has no mask (set inputs.{name}.mask)"
-                )
-            for field in ("path", "mask") if mask else ("path",):
-                if not Path(inputs[name][field]).is_file():
-                    raise FundiffError(
-                        f"config key inputs.{name}.{field}: {inputs[name][field]} does not exist"
-                    )
 
-        uses_test_image = [
-            t for t in ("forward", "blur", "one_step", "iterative") if tasks[t]["enabled"]
+def _need_image(
+    inputs: Mapping[str, Any], name: str | None, key: str, *, mask: bool = False
+) -> None:
+    """``name`` is in the inputs manifest (with a mask if needed) and its files exist."""
+    if name is None:
+        raise FundiffError(f"config key {key}: an input image name is required")
+    if name not in inputs:
+        known = ", ".join(sorted(inputs)) or "none"
+        raise FundiffError(f"config key {key}: unknown input image {name!r} (inputs: {known})")
+    if mask and not inputs[name].get("mask"):
+        raise FundiffError(f"config key {key}: input {name!r} has no mask (set inputs.{name}.mask)")
+    for field in ("path", "mask") if mask else ("path",):
+        if not Path(inputs[name][field]).is_file():
+            raise FundiffError(
+                f"config key inputs.{name}.{field}: {inputs[name][field]} does not exist"
+            )
+
+
+def _check_backend(
+    backend: str, bcfg: dict[str, Any], inputs: Mapping[str, Any], runs: Mapping[str, Any]
+) -> None:
+    """Checks of one enabled Part A backend that a schema cannot express."""
+    prefix = f"partA.{backend}"
+    tasks = bcfg["tasks"]
+    on = {task for task, tcfg in tasks.items() if tcfg["enabled"]}
+    if on & {"forward", "blur", "one_step", "iterative"}:
+        _need_image(inputs, bcfg.get("test_image"), f"{prefix}.test_image")
+    for task in sorted(on & {"sdedit", "sdedit_drawn", "inpaint"}):
+        for i, name in enumerate(tasks[task]["images"]):
+            key = f"{prefix}.tasks.{task}.images[{i}]"
+            _need_image(inputs, name, key, mask=task == "inpaint")
+    if "translate" in on:
+        for item, spec in tasks["translate"]["items"].items():
+            _need_image(inputs, spec["image"], f"{prefix}.tasks.translate.items.{item}.image")
+    if "logo" in on:
+        _need_image(inputs, tasks["logo"]["image"], f"{prefix}.tasks.logo.image")
+    T = 1000
+    if backend == "local":
+        T = _check_local_model(bcfg, prefix, runs)
+    strided = _strided_count(bcfg["timesteps"], T, prefix)
+    for task in sorted(on & {"sdedit", "sdedit_drawn", "translate", "logo"}):
+        for level in tasks[task]["i_starts"]:
+            if level >= strided - 1:
+                raise FundiffError(
+                    f"config key {prefix}.tasks.{task}.i_starts: {level} is past the last of "
+                    f"the {strided} strided timesteps"
+                )
+    if "iterative" in on and tasks["iterative"]["i_start"] >= strided - 1:
+        raise FundiffError(
+            f"config key {prefix}.tasks.iterative.i_start: {tasks['iterative']['i_start']} is "
+            f"outside 0..{strided - 2} (indices into the {strided} strided timesteps)"
+        )
+    odd = [(f"{prefix}.tasks.blur.kernel_sizes", k) for k in tasks["blur"]["kernel_sizes"]]
+    odd = odd if "blur" in on else []
+    if "hybrids" in on:
+        odd += [
+            (f"{prefix}.tasks.hybrids.pairs.{n}.kernel", p["kernel"])
+            for n, p in tasks["hybrids"]["pairs"].items()
         ]
-        if uses_test_image:
-            need_image(bcfg.get("test_image"), f"{prefix}.test_image")
-        for task in ("sdedit", "sdedit_drawn", "inpaint"):
-            if tasks[task]["enabled"]:
-                for i, name in enumerate(tasks[task]["images"]):
-                    need_image(name, f"{prefix}.tasks.{task}.images[{i}]", mask=task == "inpaint")
-        if tasks["translate"]["enabled"]:
-            for item, spec in tasks["translate"]["items"].items():
-                need_image(spec["image"], f"{prefix}.tasks.translate.items.{item}.image")
-        if tasks["logo"]["enabled"]:
-            need_image(tasks["logo"]["image"], f"{prefix}.tasks.logo.image")
-        strided = len(range(bcfg["timesteps"]["start"], -1, -bcfg["timesteps"]["stride"]))
-        for task in ("sdedit", "sdedit_drawn", "translate", "logo"):
-            for level in tasks[task]["i_starts"]:
-                if tasks[task]["enabled"] and level >= strided - 1:
-                    raise FundiffError(
-                        f"config key {prefix}.tasks.{task}.i_starts: {level} is past the last of "
-                        f"the {strided} strided timesteps"
-                    )
-        if backend == "local":
-            _check_digit_prompts(bcfg, prefix)
-            for name, item in tasks["anagrams"]["illusions"].items():
-                if tasks["anagrams"]["enabled"] and item["view"] == "negate":
-                    raise FundiffError(
-                        f"config key {prefix}.tasks.anagrams.illusions.{name}.view: negate needs "
-                        "images centred on 0 (DeepFloyd); MNIST pixels lie in [0, 1]"
-                    )
-            run = bcfg["run"]
-            spec = runs.get(run)
-            if spec is None or not spec.get("enabled", True):
-                raise FundiffError(
-                    f"config key partA.local.run: Part B run {run!r} is not configured/enabled"
-                )
-            if spec["objective"] != "ddpm" or spec["conditioning"] != "class":
-                raise FundiffError(
-                    f"config key partA.local.run: {run!r} must be a class-conditioned ddpm run"
-                )
+    for key, size in odd:
+        if size is not None and size % 2 == 0:
+            raise FundiffError(f"config key {key}: {size} is even; a Gaussian kernel size is odd")
+    _check_file_names(backend, bcfg, prefix)
+
+
+def _check_local_model(bcfg: dict[str, Any], prefix: str, runs: Mapping[str, Any]) -> int:
+    """The local backend's model run, views and prompts; returns the model's T."""
+    _check_digit_prompts(bcfg, prefix)
+    anagrams = bcfg["tasks"]["anagrams"]
+    for name, item in anagrams["illusions"].items():
+        if anagrams["enabled"] and item["view"] == "negate":
+            raise FundiffError(
+                f"config key {prefix}.tasks.anagrams.illusions.{name}.view: negate needs "
+                "images centred on 0 (DeepFloyd); MNIST pixels lie in [0, 1]"
+            )
+    run = bcfg["run"]
+    spec = runs.get(run)
+    if spec is None or not spec.get("enabled", True):
+        raise FundiffError(f"config key {prefix}.run: Part B run {run!r} is not configured/enabled")
+    if spec["objective"] != "ddpm" or spec["conditioning"] != "class":
+        raise FundiffError(f"config key {prefix}.run: {run!r} must be a class-conditioned ddpm run")
+    return spec["T"]
+
+
+def _strided_count(timesteps: Mapping[str, int], T: int, prefix: str) -> int:
+    """How many strided timesteps a backend with ``T`` training steps samples on.
+
+    The list ``start, start - stride, ..., 0`` is given in 1000-step units and scaled to T with
+    repeats merged, as :func:`fundiff.schedules.scale_timesteps` does.
+    """
+    start, stride = timesteps["start"], timesteps["stride"]
+    if start % stride:
+        raise FundiffError(
+            f"config key {prefix}.timesteps.stride: start {start} is not a multiple of stride "
+            f"{stride} (the strided list must end at t = 0)"
+        )
+    return len({min(math.floor(t * T / 1000 + 0.5), T - 1) for t in range(start, -1, -stride)})
+
+
+def _check_file_names(backend: str, bcfg: Mapping[str, Any], prefix: str) -> None:
+    """Prompts that name files (A0 items, DeepFloyd embeddings) map to distinct names."""
+    t2i = bcfg["tasks"]["text_to_image"]
+    if t2i["enabled"]:
+        _unique_names(t2i["prompts"], slug, f"{prefix}.tasks.text_to_image.prompts")
+    if backend == "deepfloyd":
+        _unique_names(all_prompts(bcfg), prompt_key, prefix, indexed=False)
+
+
+def _unique_names(prompts: list[str], name_of: Any, key: str, *, indexed: bool = True) -> None:
+    seen: dict[str, str] = {}
+    for i, prompt in enumerate(prompts):
+        name = name_of(prompt)
+        where = f"{key}[{i}]" if indexed else key
+        if name in seen:
+            what = (
+                f"prompt {prompt!r} is listed twice"
+                if seen[name] == prompt
+                else f"prompts {seen[name]!r} and {prompt!r} map to the same file name {name!r}; reword one"
+            )
+            raise FundiffError(f"config key {where}: {what}")
+        seen[name] = prompt
+
+
+def _check_runs(runs: Mapping[str, Any]) -> None:
+    """Part B run checks across keys."""
     for name, spec in runs.items():
+        key = f"partB.runs.{name}"
         for epoch in spec.get("snapshot_epochs", []):
             if epoch > spec["epochs"]:
                 raise FundiffError(
-                    f"config key partB.runs.{name}.snapshot_epochs: epoch {epoch} > epochs {spec['epochs']}"
+                    f"config key {key}.snapshot_epochs: epoch {epoch} > epochs {spec['epochs']}"
                 )
         expected = {"single_step": "none", "pure_noise": "none"}.get(spec["objective"])
         if expected and spec["conditioning"] != "none":
             raise FundiffError(
-                f"config key partB.runs.{name}.conditioning: must be none for {spec['objective']}"
+                f"config key {key}.conditioning: must be none for {spec['objective']}"
             )
         if spec["objective"] in ("ddpm", "fm") and spec["conditioning"] == "none":
             raise FundiffError(
-                f"config key partB.runs.{name}.conditioning: time or class for {spec['objective']}"
+                f"config key {key}.conditioning: time or class for {spec['objective']}"
+            )
+        if spec["beta_start"] > spec["beta_end"]:
+            raise FundiffError(
+                f"config key {key}.beta_start: {spec['beta_start']} > beta_end "
+                f"{spec['beta_end']}; the linear schedule rises from beta_start to beta_end"
             )
 
 
 def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
     """Every prompt of the local backend must name a digit (or be '' = unconditional)."""
-    from fundiff.backends import parse_digit_prompt
-
     tasks = bcfg["tasks"]
     prompts: list[tuple[str, str]] = [(f"{prefix}.base_prompt", bcfg["base_prompt"])]
     prompts += [
@@ -278,19 +375,32 @@ def all_prompts(bcfg: Mapping[str, Any]) -> list[str]:
     return sorted(prompts)
 
 
-def prompt_key(prompt: str) -> str:
-    """A file name for a prompt's embedding: readable slug + short hash (no collisions)."""
-    import hashlib
-
-    return f"{slug(prompt)[:40]}_{hashlib.sha1(prompt.encode()).hexdigest()[:8]}"
-
-
 def figure_epochs(spec: Mapping[str, Any]) -> list[int]:
     """Epochs of a Part B run shown in figures: its snapshot epochs plus the final one."""
     return sorted(set(spec["snapshot_epochs"]) | {spec["epochs"]})
 
 
-def slug(text: str) -> str:
-    """A file-name-safe slug of a prompt: 'an oil painting!' -> 'an_oil_painting'; '' -> 'null'."""
-    s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
-    return s[:60] or "null"
+def check_device(device: str) -> None:
+    """The configured accelerator exists; ``auto`` and ``cpu`` cost nothing (no torch import).
+
+    Raises:
+        FundiffError naming the ``device`` key when CUDA (or the CUDA index, or MPS) is missing,
+        so the run stops before any job instead of with an AssertionError inside one.
+    """
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise FundiffError("config key device: 'mps' but this torch sees no MPS device")
+        return
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        build = "" if torch.version.cuda else f" (torch {torch.__version__} is a CPU-only build)"
+        seen = f"only {count} CUDA device(s)" if count else "no CUDA device"
+        raise FundiffError(
+            f"config key device: {device!r} but torch sees {seen}{build}; "
+            "use device: auto or cpu, or run on a machine with that GPU"
+        )

@@ -15,6 +15,10 @@ The result is ``mnist.npz`` with ``train_images`` (60000, 28, 28) uint8, ``train
 
 A small *subset* file (same keys, any sizes; e.g. the few hundred digits shipped with the tests)
 can be used instead for tests and CI; it is checked for format only.
+
+Every ``.npz`` written here also holds ``sha256``, a digest of the four arrays, and
+:func:`load_mnist` (what every job that reads the data calls) recomputes it: a cached file that
+was edited afterwards (labels rolled, digits replaced) is an error naming it, for ~0.1 s a read.
 """
 
 from __future__ import annotations
@@ -246,23 +250,44 @@ def fetch_mnist(
     raise FundiffError("data.mnist: no source gave a valid MNIST:\n  " + "\n  ".join(failures))
 
 
+#: Key of the arrays' digest inside a written ``.npz``.
+DIGEST_KEY = "sha256"
+
+
+def arrays_digest(arrays: Arrays) -> str:
+    """Hex sha256 over the four arrays: names, dtypes, shapes and bytes, in ``KEYS`` order."""
+    h = hashlib.sha256()
+    for key in KEYS:
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
 def save_npz(path: str | Path, arrays: Arrays) -> None:
-    """Write the four arrays to ``path`` (compressed), atomically."""
+    """Write the four arrays and their digest to ``path`` (compressed), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **_normalise_arrays(arrays))
+    arrays = _normalise_arrays(arrays)
+    np.savez_compressed(tmp, **arrays, **{DIGEST_KEY: np.array(arrays_digest(arrays))})
     tmp.replace(path)
+
+
+def _read(path: Path) -> tuple[Arrays, str | None]:
+    """The four arrays of an ``.npz`` and its stored digest (None if it has none)."""
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in KEYS if k in f.files}
+            digest = str(f[DIGEST_KEY]) if DIGEST_KEY in f.files else None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise FundiffError(f"{path}: not a readable MNIST .npz ({err})") from err
+    return arrays, digest
 
 
 def read_npz(path: str | Path) -> Arrays:
     """Read the four arrays from an ``.npz``; a corrupt file is a FundiffError naming it."""
-    path = Path(path)
-    try:
-        with np.load(path) as f:
-            return {k: f[k] for k in KEYS if k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise FundiffError(f"{path}: not a readable MNIST .npz ({err})") from err
+    return _read(Path(path))[0]
 
 
 def prepare_subset(subset_npz: str | Path, out_npz: str | Path) -> None:
@@ -283,9 +308,27 @@ class MnistSplits:
 
 
 def load_mnist(path: str | Path, *, canonical: bool = False) -> MnistSplits:
-    """Load ``mnist.npz`` as tensors (format-checked; with ``canonical`` content-checked too)."""
-    arrays = read_npz(path)
+    """Load ``mnist.npz`` as tensors, checked against the digest written with it.
+
+    Format-checked always, content-checked against the standard MNIST with ``canonical``. A file
+    without a digest (written by an older fundiff) must be the full standard MNIST.
+
+    Raises:
+        FundiffError naming the file when it is unreadable, malformed, or changed since written.
+    """
+    arrays, stored = _read(Path(path))
     verify_mnist(arrays, source=str(path), canonical=canonical)
+    rebuild = "delete it and rerun snakemake to rebuild it"
+    if stored is None:
+        full = len(arrays["train_images"]) == sum(TRAIN_LABEL_COUNTS)
+        if not full:
+            raise FundiffError(f"{path}: has no {DIGEST_KEY} checksum; {rebuild}")
+        verify_mnist(arrays, source=str(path), canonical=True)
+    elif arrays_digest(arrays) != stored:
+        raise FundiffError(
+            f"{path}: its arrays no longer match the {DIGEST_KEY} written with them (the file "
+            f"was changed after it was made); {rebuild}"
+        )
     return MnistSplits(
         train_images=torch.from_numpy(np.ascontiguousarray(arrays["train_images"])),
         train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),

@@ -5,10 +5,20 @@ the local MNIST model: 1 x 28 x 28) in its own value range (DeepFloyd: [-1, 1]; 
 model: [0, 1], 0 = background). Preparation follows the course's ``process_pil_im``: convert
 to RGB/grayscale, resize the short side to the resolution, centre-crop, scale to the value range.
 The course's Campanile instead used a plain ``resize((64, 64))`` (aspect squashed): ``method="squash"``.
+
+This module is the one place that reads and checks input images (:func:`load_image`) and
+converts between uint8 pixels and float tensors (:func:`to_float`, :func:`to_uint8`). Accepted
+files: anything Pillow reads with 8 bits per channel (RGB, grayscale, palette, CMYK, ...) or
+16-bit grayscale (scaled by 1/65535, never clipped at 255); transparency (RGBA, LA, palette
+with a transparent colour) is composited on **white**, the paper colour of drawings. Refused,
+with the file named: images smaller than ``MIN_SIZE`` px on a side, decompression bombs
+(more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS``), floating-point images and 32-bit
+integer images beyond the 16-bit range.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +27,59 @@ from PIL import Image, UnidentifiedImageError
 
 from fundiff.errors import FundiffError
 
+#: Smallest accepted width/height of an input image, in pixels.
+MIN_SIZE = 8
+#: 16-bit integer modes Pillow gives (16-bit PNG grayscale opens as "I;16" or "I").
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file fully; a missing or corrupt file is a FundiffError naming it."""
+    """Open and check an image file fully.
+
+    Raises:
+        FundiffError naming the file when it is missing, unreadable, a decompression bomb,
+        smaller than ``MIN_SIZE`` px, or of a pixel format that cannot be scaled faithfully.
+    """
     path = Path(path)
     if not path.is_file():
         raise FundiffError(f"{path}: image file not found")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise FundiffError(
+            f"{path}: too many pixels, refused as a possible decompression bomb ({err})"
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise FundiffError(f"{path}: not a readable image ({err})") from err
+    if min(img.size) < MIN_SIZE:
+        raise FundiffError(
+            f"{path}: image is {img.size[0]}x{img.size[1]} px; at least {MIN_SIZE}x{MIN_SIZE} needed"
+        )
+    lo, hi = img.getextrema() if img.mode in ("F", "I") else (0, 0)
+    if img.mode == "F" or not 0 <= lo <= hi <= 65535:
+        kind = "floating-point" if img.mode == "F" else "32-bit integer"
+        raise FundiffError(
+            f"{path}: {kind} pixels have no fixed white level; save it as an 8- or 16-bit PNG"
+        )
+    return img
+
+
+def _to_l_rgb_or_f(img: Image.Image, channels: int) -> Image.Image:
+    """``img`` as an 8-bit "L"/"RGB" image, or as an "F" image on the 0..255 scale (16-bit input).
+
+    Transparency is composited on white; 16-bit grayscale is scaled by 255/65535.
+    """
+    if img.mode in HIGH_DEPTH_MODES:
+        return Image.fromarray((np.asarray(img, np.float64) * (255.0 / 65535.0)).astype(np.float32))
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La", "P"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB" if channels == 3 else "L")
 
 
 def resize_center_crop(img: Image.Image, resolution: int) -> Image.Image:
@@ -66,11 +117,7 @@ def prepare_image(
     """
     if channels not in (1, 3):
         raise FundiffError(f"channels must be 1 or 3, got {channels}")
-    if img.mode in ("RGBA", "LA", "P"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    img = img.convert("RGB" if channels == 3 else "L")
+    img = _to_l_rgb_or_f(img, channels)
     if method == "center_crop":
         img = resize_center_crop(img, resolution)
     elif method == "squash":
@@ -81,7 +128,7 @@ def prepare_image(
     if invert:
         arr = 1.0 - arr
     if arr.ndim == 2:
-        arr = arr[None]
+        arr = arr[None].repeat(channels, axis=0)  # 16-bit grayscale ("F") shown in RGB
     else:
         arr = arr.transpose(2, 0, 1)
     lo, hi = value_range
@@ -119,13 +166,51 @@ def box_mask(resolution: int, top: int, left: int, height: int, width: int) -> t
     return m
 
 
+def to_float(
+    images: torch.Tensor,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """uint8 pixels (N, H, W) or (N, C, H, W), 0..255 -> float32 (N, C, H, W) in ``value_range``.
+
+    (N, H, W) gets C = 1 (MNIST). 0 maps to ``value_range[0]`` and 255 to ``value_range[1]``;
+    for (0, 1) this is exactly ``x / 255``.
+    """
+    if images.dtype != torch.uint8:
+        raise FundiffError(f"images must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise FundiffError(f"images must be (N, H, W) or (N, C, H, W), got {tuple(images.shape)}")
+    x = images.to(device=device if device is not None else images.device, dtype=torch.float32)
+    x = x.div_(255.0)
+    lo, hi = value_range
+    return x if (lo, hi) == (0.0, 1.0) else x.mul_(hi - lo).add_(lo)
+
+
+def to_uint8(
+    x: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
+    """Pixels in ``value_range`` -> uint8 numpy of the same shape (clipped, rounded).
+
+    Linear: ``value_range[0]`` -> 0, ``value_range[1]`` -> 255, computed in float64 (tensors,
+    bf16/fp16 included, are read as float32 first). uint8 input is returned unchanged.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        a = t.numpy() if t.dtype == torch.uint8 else t.float().numpy()
+    else:
+        a = np.asarray(x)
+    if a.dtype == np.uint8:
+        return a
+    lo, hi = value_range
+    scaled = (a.astype(np.float64) - lo) / (hi - lo) * 255.0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
 def to_pil(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Image.Image:
     """(1, C, H, W) or (C, H, W) tensor in ``value_range`` -> 8-bit PIL image (clipped)."""
-    if x.ndim == 4:
-        x = x[0]
-    lo, hi = value_range
-    arr = ((x.detach().float().cpu().clamp(lo, hi) - lo) / (hi - lo) * 255.0).round().byte()
-    arr = arr.numpy()
+    arr = to_uint8(x[0] if x.ndim == 4 else x, value_range)
     return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
 
 

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from fundiff.config import check_device
+
 
 def set_threads(n: int) -> None:
     """Limit torch (and BLAS) to ``n`` threads.
@@ -23,9 +25,15 @@ def set_threads(n: int) -> None:
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """Map a config device spec (``auto``, ``cpu``, ``cuda``, ``cuda:1``) to a torch.device."""
+    """Map a config device spec (``auto``, ``cpu``, ``cuda``, ``cuda:1``) to a torch.device.
+
+    Raises:
+        FundiffError naming the ``device`` key when that accelerator is missing here (e.g. a
+        cluster node without the GPU), instead of an AssertionError deep inside torch.
+    """
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(spec)
     return torch.device(spec)
 
 
