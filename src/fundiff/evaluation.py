@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
 from fundiff.errors import FundiffError
+from fundiff.storage import load_safetensors, save_safetensors
 
 __all__ = [
     "DigitClassifier",
@@ -199,14 +199,10 @@ def train_classifier(
 
 def save_classifier(model: DigitClassifier, path: str | Path, metrics: dict | None = None) -> Path:
     """Weights as safetensors with the architecture (and metrics) in the metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"classifier_config": json.dumps(model.config())}
     if metrics is not None:
         meta["metrics"] = json.dumps(metrics)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata=meta)
-    return path
+    return save_safetensors(model.state_dict(), path, meta)
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> DigitClassifier:
@@ -214,12 +210,11 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Dig
     path = Path(path)
     if not path.exists():
         raise FundiffError(f"classifier weights not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    state, meta = load_safetensors(path)
     if "classifier_config" not in meta:
         raise FundiffError(f"{path} is not a fundiff classifier (no classifier_config metadata)")
     model = DigitClassifier(**json.loads(meta["classifier_config"]))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -22,14 +22,11 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -39,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from fundiff.diffusion import Objective, build_objective
+from fundiff.checkpoints import Checkpoints, load_model, save_weights, truncate_losses
+from fundiff.diffusion import Objective
 from fundiff.errors import FundiffError
+from fundiff.storage import read_losses, write_bytes_atomic
 
 __all__ = [
     "TrainConfig",
@@ -61,7 +59,6 @@ log = logging.getLogger("fundiff.training")
 
 LR_SCHEDULES = ("exponential", "constant", "warmup_constant", "warmup_cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
-SPEC_KEY = "fundiff_spec"
 # TrainConfig fields that do not change the math of a run (excluded from the config hash)
 _HASH_EXCLUDED = ("log_every", "keep_checkpoints")
 
@@ -234,154 +231,6 @@ def config_hash(spec: dict[str, Any], cfg: TrainConfig, data_fingerprint: str = 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_weights(
-    module: nn.Module | dict[str, Tensor], path: str | Path, spec: dict | None = None
-) -> Path:
-    """Save a state dict as safetensors atomically, with ``spec`` (JSON) in the metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = module.state_dict() if isinstance(module, nn.Module) else module
-    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    meta = {SPEC_KEY: json.dumps(spec, sort_keys=True)} if spec is not None else None
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> Objective:
-    """Rebuild a trained objective (with its UNet) from a weights file or run directory.
-
-    ``path`` is ``model.safetensors``, a snapshot / checkpoint ``.safetensors``, ``model.json``
-    or a run directory (-> ``model.safetensors``). The architecture comes from the safetensors
-    metadata, else from ``model.json`` beside the file. Returned in eval mode on ``device``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if path.suffix == ".json":
-        path = path.with_suffix(".safetensors")
-    if not path.exists():
-        raise FundiffError(f"model weights not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if SPEC_KEY in meta:
-        spec = json.loads(meta[SPEC_KEY])
-    else:
-        js = path.with_suffix(".json")
-        if not js.exists():
-            raise FundiffError(f"{path} has no architecture metadata and {js} is missing")
-        spec = json.loads(js.read_text())["spec"]
-    model = build_objective(spec)
-    state = load_file(str(path))
-    missing, unexpected = model.unet.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise FundiffError(
-            f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    return model.to(device).eval()
-
-
-def read_losses(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a losses.csv as dicts with int epoch/step and float loss/lr."""
-    rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append(
-                {
-                    "epoch": int(r["epoch"]),
-                    "step": int(r["step"]),
-                    "loss": float(r["loss"]),
-                    "lr": float(r["lr"]),
-                }
-            )
-    return rows
-
-
-def _truncate_losses(path: Path, max_step: int) -> None:
-    """Keep the header and rows with step <= max_step (atomic rewrite)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        lines = f.read().splitlines()
-    if not lines:
-        path.unlink()
-        return
-    keep = [lines[0]]
-    for line in lines[1:]:
-        parts = line.split(",")
-        if len(parts) == 4:
-            try:
-                if int(parts[1]) <= max_step:
-                    keep.append(line)
-            except ValueError:
-                pass  # a half-written line from a crash
-    _atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
-
-
-class _Checkpoints:
-    """Epoch checkpoints ``epoch_{e:03d}.safetensors`` + ``epoch_{e:03d}.pt`` in one folder."""
-
-    def __init__(self, folder: Path, keep: int) -> None:
-        self.folder = folder
-        self.keep = keep
-
-    def _epochs(self) -> list[int]:
-        if not self.folder.exists():
-            return []
-        out = []
-        for p in self.folder.glob("epoch_*.pt"):
-            try:
-                out.append(int(p.stem.split("_")[1]))
-            except (IndexError, ValueError):
-                continue
-        return sorted(out)
-
-    def paths(self, epoch: int) -> tuple[Path, Path]:
-        return self.folder / f"epoch_{epoch:03d}.safetensors", self.folder / f"epoch_{epoch:03d}.pt"
-
-    def latest(self) -> tuple[int, dict[str, Any]] | None:
-        """Newest complete checkpoint as (epoch, state dict), or None."""
-        for e in reversed(self._epochs()):
-            w, s = self.paths(e)
-            if not w.exists():
-                continue
-            try:
-                state = torch.load(s, map_location="cpu", weights_only=True)
-            except Exception as exc:  # a corrupt file must not stop a rerun
-                log.warning("unreadable checkpoint %s (%s); skipping", s, exc)
-                continue
-            return e, state
-        return None
-
-    def save(
-        self, epoch: int, weights: dict[str, Tensor], state: dict[str, Any], spec: dict
-    ) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        w, s = self.paths(epoch)
-        save_weights(weights, w, spec)
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        _atomic_write_bytes(s, buf.getvalue())  # written last: marks the checkpoint complete
-        for old in self._epochs()[: -self.keep]:
-            for p in self.paths(old):
-                p.unlink(missing_ok=True)
-
-    def clear(self) -> None:
-        if self.folder.exists():
-            for p in list(self.folder.glob("epoch_*")):
-                p.unlink(missing_ok=True)
-
-
 def _make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
@@ -477,7 +326,7 @@ def train(
 
     spec = objective.spec()
     chash = config_hash(spec, cfg, _data_fingerprint(images, labels))
-    ckpts = _Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
+    ckpts = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     losses_path = run_dir / "losses.csv"
 
     # data: one tensor on the device
@@ -526,8 +375,7 @@ def train(
         )
     else:
         start_epoch, state = found
-        w_path, _ = ckpts.paths(start_epoch)
-        unet.load_state_dict(load_file(str(w_path), device=str(device)))
+        unet.load_state_dict(ckpts.weights(start_epoch, device))
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
@@ -538,7 +386,7 @@ def train(
         if cfg.ema_decay is not None:
             ema = EMA(unet, cfg.ema_decay)
             ema.load_state_dict(state["ema"])
-        _truncate_losses(losses_path, step)
+        truncate_losses(losses_path, step)
         _log(
             run_dir,
             f"resuming from checkpoint epoch {start_epoch} (step {step}), config hash {chash}",
@@ -685,7 +533,7 @@ def train(
         "weights": "ema" if ema is not None else "raw",
         "final_loss": final_loss,
     }
-    _atomic_write_bytes(run_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_bytes_atomic(run_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
     ips = images_seen / train_seconds if images_seen else 0.0
     _log(run_dir, f"done: {step} steps, final epoch loss {final_loss:.5g}, {ips:.0f} images/s")
     return TrainResult(

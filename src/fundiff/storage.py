@@ -1,0 +1,141 @@
+"""Files that outlive a job: atomic writes, safetensors weights, the ``losses.csv`` format.
+
+* Every write goes to a temporary file beside the target (a hidden name unique per process and
+  call: ``.{name}.{pid}.{random}.tmp``), is flushed to disk, then renamed over the target
+  (``os.replace``, atomic on POSIX). A reader sees the old file or the new one, never half of
+  one; a killed or failed write leaves the previous file as it was.
+* A failed write raises :class:`fundiff.errors.FundiffError` naming the file (and saying the
+  disk is full on ``ENOSPC`` / ``EDQUOT``), never a bare ``OSError`` or ``SafetensorError``.
+* A truncated or corrupt ``.safetensors`` file raises a FundiffError naming the file and what
+  to do (the caller says how to rebuild it).
+* ``losses.csv``: header ``epoch,step,loss,lr``; one row per logged optimizer step (epoch and
+  step 1-based ints, loss and lr floats written with ``%.8g``).
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor
+
+from fundiff.errors import FundiffError
+
+__all__ = [
+    "temporary_path",
+    "write_error",
+    "naming_write_errors",
+    "write_bytes_atomic",
+    "copy_atomic",
+    "save_safetensors",
+    "load_safetensors",
+    "read_losses",
+]
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def temporary_path(path: str | Path) -> Path:
+    """A hidden temporary name beside ``path``, unique per process and call."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def write_error(path: str | Path, exc: OSError) -> FundiffError:
+    """The one-line error for a failed write of ``path``."""
+    if exc.errno in _DISK_FULL:
+        why = "the disk is full (no space left on device); free some space and rerun"
+    else:
+        why = f"{exc.strerror or exc}"
+    return FundiffError(f"cannot write {path}: {why} (the previous version, if any, is unchanged)")
+
+
+@contextmanager
+def naming_write_errors(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into :func:`write_error` for ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (unique temporary file, fsync, rename)."""
+    path = Path(path)
+    with naming_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
+    return path
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically (a reader of ``dst`` never sees a partial copy)."""
+    return write_bytes_atomic(dst, Path(src).read_bytes())
+
+
+def save_safetensors(
+    tensors: Mapping[str, Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Save tensors (any device; stored from CPU, contiguous) as safetensors, atomically."""
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    data = safetensors_bytes(cpu, metadata=dict(metadata) if metadata is not None else None)
+    return write_bytes_atomic(path, data)
+
+
+def load_safetensors(
+    path: str | Path, device: torch.device | str = "cpu", *, remedy: str = ""
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors on ``device``, metadata) of a safetensors file.
+
+    Raises:
+        FundiffError: the file is missing, truncated or corrupt; the message names the file
+            and ends with ``remedy`` (how to rebuild it), or a generic "delete it and rerun".
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FundiffError(f"file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as exc:
+        todo = remedy or "delete it and rerun the step that writes it"
+        raise FundiffError(f"{path} is truncated or corrupt ({exc}); {todo}") from exc
+    return tensors, meta
+
+
+def read_losses(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a ``losses.csv`` as dicts with int ``epoch`` / ``step`` and float ``loss`` / ``lr``."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append(
+                {
+                    "epoch": int(r["epoch"]),
+                    "step": int(r["step"]),
+                    "loss": float(r["loss"]),
+                    "lr": float(r["lr"]),
+                }
+            )
+    return rows
