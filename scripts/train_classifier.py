@@ -4,8 +4,8 @@ import sys
 
 from fundiff.data import load_mnist
 from fundiff.evaluation import save_classifier, train_classifier
-from fundiff.partb import write_json
 from fundiff.runtime import resolve_device, set_threads
+from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
 set_threads(snakemake.threads)

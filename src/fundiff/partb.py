@@ -8,7 +8,6 @@ recipes behind each Part B figure, so the workflow's scripts stay thin.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -255,7 +254,3 @@ def evaluate(
     result = judge_samples(judge, torch.cat(chunks), labels)
     result.update(epoch=epoch, guidance=spec["guidance"], sampler_steps=steps)
     return result
-
-
-def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, default=float))

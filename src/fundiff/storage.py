@@ -8,6 +8,8 @@
   disk is full on ``ENOSPC`` / ``EDQUOT``), never a bare ``OSError`` or ``SafetensorError``.
 * A truncated or corrupt ``.safetensors`` file raises a FundiffError naming the file and what
   to do (the caller says how to rebuild it).
+* JSON results (:func:`write_json`): 2-space indent, a final newline, finite numbers only (a
+  NaN or infinity is refused naming the file and the key: JSON has no such numbers).
 * ``losses.csv``: header ``epoch,step,loss,lr``; one row per logged optimizer step (epoch and
   step 1-based ints, loss and lr floats written with ``%.8g``).
 """
@@ -16,11 +18,14 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
+import math
 import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -35,6 +40,7 @@ __all__ = [
     "naming_write_errors",
     "write_bytes_atomic",
     "copy_atomic",
+    "write_json",
     "save_safetensors",
     "load_safetensors",
     "read_losses",
@@ -92,6 +98,48 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 def copy_atomic(src: str | Path, dst: str | Path) -> Path:
     """Copy ``src`` to ``dst`` atomically (a reader of ``dst`` never sees a partial copy)."""
     return write_bytes_atomic(dst, Path(src).read_bytes())
+
+
+def _non_finite_key(obj: Any, key: str = "") -> str | None:
+    """Dotted key of the first NaN / infinite float inside ``obj``, or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else key or "(top level)"
+    if isinstance(obj, Mapping):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, list | tuple):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for sub_key, value in items:
+        found = _non_finite_key(value, sub_key)
+        if found is not None:
+            return found
+    return None
+
+
+def _json_scalar(obj: Any) -> Any:
+    """numpy / torch scalars -> Python numbers (``json.dumps`` ``default``)."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON (indent 2, final newline) atomically; NaN and infinity refused.
+
+    Raises:
+        FundiffError: a non-finite number (naming the file and its key) or a failed write.
+    """
+    try:
+        text = json.dumps(data, indent=2, default=_json_scalar, allow_nan=False)
+    except ValueError as exc:
+        plain = json.loads(json.dumps(data, default=_json_scalar))
+        key = _non_finite_key(plain) or "?"
+        raise FundiffError(
+            f"refusing to write {path}: {key} is not a finite number (JSON has no NaN or "
+            "infinity); the computation that produced it diverged"
+        ) from exc
+    return write_bytes_atomic(path, (text + "\n").encode())
 
 
 def save_safetensors(

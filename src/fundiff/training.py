@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from fundiff.checkpoints import Checkpoints, load_model, save_weights, truncate_losses
 from fundiff.diffusion import Objective
 from fundiff.errors import FundiffError
-from fundiff.storage import read_losses, write_bytes_atomic
+from fundiff.storage import read_losses, write_json
 
 __all__ = [
     "TrainConfig",
@@ -533,7 +533,7 @@ def train(
         "weights": "ema" if ema is not None else "raw",
         "final_loss": final_loss,
     }
-    write_bytes_atomic(run_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_json(run_dir / "model.json", meta)
     ips = images_seen / train_seconds if images_seen else 0.0
     _log(run_dir, f"done: {step} steps, final epoch loss {final_loss:.5g}, {ips:.0f} images/s")
     return TrainResult(
