@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,8 +86,9 @@ def _small_run(images, labels, run_dir, cfg: TrainConfig, **kw):
             "precision": "bf16",
             "channels_last": True,
         },
+        {"lr_schedule": "warmup_constant", "warmup_steps": 4, "ema_decay": 0.99},
     ],
-    ids=["exp_ema_clip", "cosine_bf16_cl"],
+    ids=["exp_ema_clip", "cosine_bf16_cl", "warmup_constant_ema"],
 )
 def test_resume_after_epoch_is_bit_identical(extra: dict, digits, tmp_path: Path) -> None:
     images, labels = digits
@@ -194,6 +196,25 @@ def test_outputs_schedule_and_load_model(digits, tmp_path: Path) -> None:
     _assert_same_weights(res.model_path, again.model_path)
 
 
+@pytest.mark.parametrize("warm", [0, 1, 2])
+def test_warmup_cosine_schedule(warm: int, digits, tmp_path: Path) -> None:
+    """lr of 0-based step k: (k + 1) / warm during warm-up, then a cosine down to the floor."""
+    images, labels = digits
+    cfg = TrainConfig(
+        **{**SMALL, "lr_schedule": "warmup_cosine", "warmup_steps": warm, "min_lr_factor": 0.1}
+    )
+    _small_run(images, labels, tmp_path, cfg)
+    total, lr = 6, SMALL["lr"]
+    expect = [
+        lr * (k + 1) / warm
+        if k < warm
+        else lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (k - warm) / (total - warm))))
+        for k in range(total)
+    ]
+    got = [r["lr"] for r in read_losses(tmp_path / "losses.csv")]
+    assert got == pytest.approx(expect, rel=1e-7)
+
+
 def test_same_seed_same_run_and_inputs_untouched(digits, tmp_path: Path) -> None:
     images, labels = digits
     before = images.clone()
@@ -212,7 +233,7 @@ def test_config_validation(digits, tmp_path: Path) -> None:
     for bad in ({"lr_schedule": "step"}, {"precision": "fp8"}, {"epochs": 0}, {"ema_decay": 1.5}):
         with pytest.raises(FundiffError, match=next(iter(bad))):
             _small_run(images, labels, tmp_path, TrainConfig(**{**SMALL, **bad}))
-    with pytest.raises(FundiffError, match="fp16"):
+    with pytest.raises(FundiffError, match="precision must be one of"):
         _small_run(images, labels, tmp_path, TrainConfig(**{**SMALL, "precision": "fp16"}))
     with pytest.raises(FundiffError):
         train(

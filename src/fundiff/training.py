@@ -58,7 +58,7 @@ __all__ = [
 log = logging.getLogger("fundiff.training")
 
 LR_SCHEDULES = ("exponential", "constant", "warmup_constant", "warmup_cosine")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields that do not change the math of a run (excluded from the config hash)
 _HASH_EXCLUDED = ("log_every", "keep_checkpoints")
 
@@ -88,8 +88,7 @@ class TrainConfig:
             dominated by the initial weights. Snapshots and the final model use the EMA weights.
         grad_clip: clip the global gradient norm to this value, None = off.
         seed: seeds the weight initialisation and the training generator.
-        precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA); "fp16" = fp16 autocast with a
-            gradient scaler (CUDA only).
+        precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA).
         channels_last: model and batches in channels_last memory format.
         device: "cpu", "cuda", "cuda:1" or "auto".
         log_every: write a losses.csv row every this many steps (not part of the hash).
@@ -234,33 +233,35 @@ def config_hash(spec: dict[str, Any], cfg: TrainConfig, data_fingerprint: str = 
 def _make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
-    """(scheduler, "epoch" | "step") for the configured lr schedule."""
+    """(scheduler, "epoch" | "step") for the configured lr schedule, from torch's schedulers.
+
+    The lr of 0-based optimizer step k: exponential ``lr * lr_decay ** (epoch / epochs)``;
+    warm-up ``lr * (k + 1) / warmup_steps`` for k < warmup_steps (``LinearLR``), then ``lr``
+    or the cosine from ``lr`` to ``lr * min_lr_factor`` over the remaining steps
+    (``CosineAnnealingLR``).
+    """
+    lrs = torch.optim.lr_scheduler
     if cfg.lr_schedule == "exponential":
-        gamma = cfg.lr_decay ** (1.0 / cfg.epochs)
-        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma), "epoch"
-    if cfg.lr_schedule == "constant":
-        return None, "step"
-    total = cfg.epochs * steps_per_epoch
+        return lrs.ExponentialLR(opt, gamma=cfg.lr_decay ** (1.0 / cfg.epochs)), "epoch"
     warm = cfg.warmup_steps
-    floor = cfg.min_lr_factor
-    cosine = cfg.lr_schedule == "warmup_cosine"
-
-    def factor(step: int) -> float:
-        if warm > 0 and step < warm:
-            return (step + 1) / warm
-        if not cosine:
-            return 1.0
-        prog = min(1.0, (step - warm) / max(1, total - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor), "step"
+    if cfg.lr_schedule == "constant" or (cfg.lr_schedule == "warmup_constant" and warm == 0):
+        return None, "step"
+    parts: list[lrs.LRScheduler] = []
+    if warm > 0:
+        parts.append(lrs.LinearLR(opt, start_factor=1.0 / warm, total_iters=warm - 1))
+    if cfg.lr_schedule == "warmup_cosine":
+        total = cfg.epochs * steps_per_epoch
+        floor = cfg.lr * cfg.min_lr_factor
+        parts.append(lrs.CosineAnnealingLR(opt, T_max=max(1, total - warm), eta_min=floor))
+    if len(parts) == 1:
+        return parts[0], "step"
+    return lrs.SequentialLR(opt, parts, milestones=[warm]), "step"
 
 
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _reinit(module: nn.Module, seed: int) -> None:
@@ -313,8 +314,6 @@ def train(
     from fundiff.runtime import resolve_device
 
     device = resolve_device(cfg.device)
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise FundiffError("train config: precision 'fp16' needs a CUDA device; use 'bf16' on CPU")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     n = images.shape[0]
@@ -344,7 +343,6 @@ def train(
         unet.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
     sched, sched_unit = _make_scheduler(opt, cfg, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
 
@@ -379,8 +377,6 @@ def train(
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler") is not None:
-            scaler.load_state_dict(state["scaler"])
         gen.set_state(state["generator"])
         step = int(state["step"])
         if cfg.ema_decay is not None:
@@ -446,18 +442,10 @@ def train(
                 with _autocast(device, cfg.precision):
                     loss = objective.loss(x, y, gen)
                 opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip is not None:
-                        scaler.unscale_(opt)
-                        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-                    opt.step()
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+                opt.step()
                 if sched is not None and sched_unit == "step":
                     sched.step()
                 if ema is not None:
@@ -499,7 +487,6 @@ def train(
                 "step": step,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
                 "ema": ema.state_dict() if ema is not None else None,
                 "generator": gen.get_state(),
                 "epoch_mean_loss": sum(last_epoch_losses) / len(last_epoch_losses),
