@@ -215,6 +215,36 @@ def test_warmup_cosine_schedule(warm: int, digits, tmp_path: Path) -> None:
     assert got == pytest.approx(expect, rel=1e-7)
 
 
+def test_ema_weights_follow_diffusers_ema_model(digits, tmp_path: Path) -> None:
+    """EMA of the parameters with decay min(d, n / (9 + n)) after step n (0 at step 1), BatchNorm
+    statistics from the trained model; the raw weights stay in the checkpoints."""
+    images, labels = digits
+    objective = DDPM(ClassConditionalUNet(1, 10, 4))
+    params_after_step: list[dict[str, torch.Tensor]] = []
+
+    def record(epoch: int, step: int, loss: float) -> None:
+        params_after_step.append(
+            {k: v.detach().clone() for k, v in objective.unet.named_parameters()}
+        )
+
+    cfg = TrainConfig(**{**SMALL, "epochs": 1, "ema_decay": 0.9})
+    res = train(objective, images[:96], labels[:96], cfg, tmp_path, progress=False, on_step=record)
+    assert res.steps == 3 == len(params_after_step)
+    ema = dict(params_after_step[0])
+    for n, params in enumerate(params_after_step[1:], start=2):
+        d = min(0.9, n / (9 + n))
+        ema = {k: d * ema[k] + (1 - d) * params[k] for k in ema}
+    saved = _weights(res.model_path)
+    raw = _weights(tmp_path / "checkpoints" / "epoch_001.safetensors")
+    for k, v in objective.unet.state_dict().items():
+        if k in ema:
+            assert torch.allclose(saved[k], ema[k], rtol=1e-5, atol=1e-7), k
+            assert torch.equal(raw[k], v), k
+        else:  # BatchNorm running statistics and counters
+            assert torch.equal(saved[k], v) and torch.equal(raw[k], v), k
+    assert not torch.equal(saved["out_conv.weight"], raw["out_conv.weight"])
+
+
 def test_same_seed_same_run_and_inputs_untouched(digits, tmp_path: Path) -> None:
     images, labels = digits
     before = images.clone()

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,6 @@ from fundiff.storage import read_losses, write_json
 __all__ = [
     "TrainConfig",
     "TrainResult",
-    "EMA",
     "train",
     "config_hash",
     "images_to_float",
@@ -54,6 +53,9 @@ __all__ = [
     "load_model",
     "read_losses",
 ]
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 log = logging.getLogger("fundiff.training")
 
@@ -83,9 +85,11 @@ class TrainConfig:
         lr_decay: final lr factor of the exponential schedule (course: 0.1).
         warmup_steps: optimizer steps of linear warm-up (warmup_* schedules).
         min_lr_factor: final lr factor of "warmup_cosine".
-        ema_decay: EMA of the weights with this decay (e.g. 0.999), None = off. The effective
-            decay is ``min(decay, (1 + step) / (10 + step))`` so early averages are not
-            dominated by the initial weights. Snapshots and the final model use the EMA weights.
+        ema_decay: EMA of the parameters with this decay (e.g. 0.999), None = off; diffusers'
+            ``EMAModel``: after optimizer step n the effective decay is
+            ``min(decay, n / (9 + n))`` (0 at the first step: the average starts from the
+            weights after one step). Snapshots and the final model use the EMA parameters with
+            the trained model's BatchNorm statistics.
         grad_clip: clip the global gradient norm to this value, None = off.
         seed: seeds the weight initialisation and the training generator.
         precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA).
@@ -159,46 +163,6 @@ class TrainResult:
     snapshots: dict[int, Path] = field(default_factory=dict)
 
 
-class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers.
-
-    Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. ``state_dict()`` holds the
-    shadow tensors keyed like the module's ``state_dict``.
-    """
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.num_updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    def _decay(self) -> float:
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        d = self._decay()
-        self.num_updates += 1
-        floats_s, floats_m = [], []
-        for k, v in module.state_dict().items():
-            s = self.shadow[k]
-            if v.dtype.is_floating_point:
-                floats_s.append(s)
-                floats_m.append(v.detach())
-            else:
-                s.copy_(v)
-        if floats_s:
-            torch._foreach_lerp_(floats_s, floats_m, 1.0 - d)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay = float(state["decay"])
-        self.num_updates = int(state["num_updates"])
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
-
-
 # ------------------------------------------------------------------------------------------
 # helpers
 
@@ -262,6 +226,19 @@ def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _make_ema(unet: nn.Module, cfg: TrainConfig, state: dict | None) -> EMAModel | None:
+    """diffusers' EMA of ``unet``'s parameters (None when off), restored from ``state``."""
+    if cfg.ema_decay is None:
+        return None
+    from diffusers.training_utils import EMAModel  # heavy import: only when EMA is on
+
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=True)
+    if state is not None:
+        ema.load_state_dict(state)
+        ema.to(device=next(unet.parameters()).device)
+    return ema
 
 
 def _reinit(module: nn.Module, seed: int) -> None:
@@ -358,15 +335,14 @@ def train(
         )
         ckpts.clear()
         found = None
-    ema: EMA | None = None
+    ema: EMAModel | None = None
     if found is None:
         if cfg.init_weights:
             _reinit(unet, cfg.seed)
         losses_path.unlink(missing_ok=True)
         for stale in (run_dir / "snapshots").glob("epoch_*.safetensors"):
             stale.unlink()  # from an earlier, different run
-        if cfg.ema_decay is not None:
-            ema = EMA(unet, cfg.ema_decay)
+        ema = _make_ema(unet, cfg, None)
         _log(
             run_dir,
             f"starting fresh: config hash {chash}, {n} images, {steps_per_epoch} steps/epoch",
@@ -379,9 +355,7 @@ def train(
             sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         step = int(state["step"])
-        if cfg.ema_decay is not None:
-            ema = EMA(unet, cfg.ema_decay)
-            ema.load_state_dict(state["ema"])
+        ema = _make_ema(unet, cfg, state["ema"])
         truncate_losses(losses_path, step)
         _log(
             run_dir,
@@ -389,7 +363,11 @@ def train(
         )
 
     def model_weights() -> dict[str, Tensor]:
-        return ema.shadow if ema is not None else unet.state_dict()
+        weights = unet.state_dict()
+        if ema is not None:
+            names = [name for name, _ in unet.named_parameters()]
+            weights.update(zip(names, ema.shadow_params, strict=True))
+        return weights
 
     snapshots: dict[int, Path] = {}
     for e in snapshot_epochs:
@@ -449,7 +427,7 @@ def train(
                 if sched is not None and sched_unit == "step":
                     sched.step()
                 if ema is not None:
-                    ema.update(unet)
+                    ema.step(unet.parameters())
                 step += 1
                 images_seen += x.shape[0]
                 ld = loss.detach()
