@@ -10,7 +10,7 @@
   checkpoint complete). Rerunning :func:`train` with the same objective spec, config and data
   resumes from the newest checkpoint with the same *config hash* and, on CPU, ends with weights
   bit-identical to an uninterrupted run. Checkpoints with another hash are ignored, deleted and
-  overwritten (logged to ``run_dir/train.log``).
+  overwritten (logged to ``run_dir/train.log``). (Test hook: ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH``.)
 * ``run_dir/losses.csv`` (columns ``epoch,step,loss,lr``; epoch 1-based, step = 1-based global
   optimizer step) gets one row per ``log_every`` steps; on resume rows past the checkpoint are
   dropped, so the file never has duplicate steps.
@@ -27,6 +27,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -61,6 +63,7 @@ log = logging.getLogger("fundiff.training")
 
 LR_SCHEDULES = ("exponential", "constant", "warmup_constant", "warmup_cosine")
 PRECISIONS = ("fp32", "bf16")
+KILL_ENV = "FUNDIFF_TEST_SIGKILL_AFTER_EPOCH"
 # TrainConfig fields that do not change the math of a run (excluded from the config hash)
 _HASH_EXCLUDED = ("log_every", "keep_checkpoints")
 
@@ -248,6 +251,14 @@ def _reinit(module: nn.Module, seed: int) -> None:
         for m in module.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+
+
+def _kill_switch(epoch: int) -> None:
+    """Test hook: with ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH=k`` in the environment, SIGKILL this
+    process group right after epoch k's checkpoint is written (a node lost at a known point:
+    the workflow's resume test uses it instead of racing a timer)."""
+    if os.environ.get(KILL_ENV) == str(epoch):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _log(run_dir: Path, msg: str, level: int = logging.INFO) -> None:
@@ -476,6 +487,7 @@ def train(
                 )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, step)
+            _kill_switch(epoch)
     finally:
         csv_f.close()
         if bar is not None:
