@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from safetensors.torch import load_file
 from fundiff.diffusion import DDPM, FlowMatching, SingleStepDenoising
 from fundiff.errors import FundiffError
 from fundiff.evaluation import synthetic_digits
+from fundiff.storage import folder_lock
 from fundiff.training import TrainConfig, load_model, read_losses, train
 from fundiff.unets import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
@@ -274,3 +277,38 @@ def test_config_validation(digits, tmp_path: Path) -> None:
             tmp_path,
             progress=False,
         )
+
+
+def test_second_training_of_a_run_waits_or_stops(digits, tmp_path: Path) -> None:
+    """One training per run folder (flock): a concurrent second one waits, or stops with a
+    message naming the lock file after ``lock_timeout``; a killed writer's temporaries go."""
+    images, labels = digits
+    run = tmp_path / "run"
+    cfg = TrainConfig(**{**SMALL, "epochs": 1})
+    with folder_lock(run):
+        with pytest.raises(FundiffError, match=rf"run/\.lock is held by .*pid {os.getpid()}"):
+            _small_run(images, labels, run, cfg, lock_timeout=0.3)
+    assert not (run / "checkpoints").exists()
+    assert "waiting for" in (run / "train.log").read_text()
+
+    stale = run / "checkpoints" / ".epoch_001.pt.4242.0123abcd.tmp"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a checkpoint")
+    release = threading.Event()
+    holder_ready = threading.Event()
+
+    def hold_then_release() -> None:
+        with folder_lock(run):
+            holder_ready.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold_then_release)
+    holder.start()
+    holder_ready.wait(timeout=30)
+    threading.Timer(0.5, release.set).start()
+    res = _small_run(images, labels, run, cfg)  # waits for the holder, then trains
+    holder.join()
+    assert res.resumed_from_epoch == 0 and res.steps == 3
+    log = (run / "train.log").read_text()
+    assert log.rindex("waiting for") < log.rindex("starting fresh")
+    assert not stale.exists()

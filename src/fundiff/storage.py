@@ -10,6 +10,8 @@
   to do (the caller says how to rebuild it).
 * JSON results (:func:`write_json`): 2-space indent, a final newline, finite numbers only (a
   NaN or infinity is refused naming the file and the key: JSON has no such numbers).
+* :func:`folder_lock`: an exclusive ``flock`` on ``{folder}/.lock`` for one writer per folder
+  (released by the kernel when the holder dies, so a killed job never leaves it locked).
 * ``losses.csv``: header ``epoch,step,loss,lr``; one row per logged optimizer step (epoch and
   step 1-based ints, loss and lr floats written with ``%.8g``).
 """
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import json
 import math
 import os
+import re
 import secrets
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,8 @@ from torch import Tensor
 from fundiff.errors import FundiffError
 
 __all__ = [
+    "folder_lock",
+    "remove_stale_temporaries",
     "temporary_path",
     "write_error",
     "naming_write_errors",
@@ -49,10 +56,73 @@ __all__ = [
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+_TMP_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
 def temporary_path(path: str | Path) -> Path:
     """A hidden temporary name beside ``path``, unique per process and call."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files of :func:`temporary_path` in ``folder`` (left by a killed writer).
+
+    Call it only while holding :func:`folder_lock` on the folder: no live writer then has one.
+    """
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*.tmp") if _TMP_NAME.match(p.name)] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def folder_lock(
+    folder: str | Path,
+    *,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    poll: float = 0.2,
+) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (``fcntl.flock`` on ``folder/.lock``) in the block.
+
+    If another process holds it, ``on_wait`` gets one message naming the lock file and the
+    holder's pid, then this waits up to ``timeout`` seconds (None = as long as the holder
+    runs; the kernel drops the lock when the holder exits or is killed).
+
+    Raises:
+        FundiffError: still held after ``timeout`` seconds (names the lock file and the pid).
+    """
+    folder = Path(folder)
+    lock = folder / ".lock"
+    with naming_write_errors(lock):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise FundiffError(
+                        f"{lock} is held by another process (pid {holder}) writing the same "
+                        "run: let it finish (or stop it) and rerun"
+                    ) from None
+                if not waiting and on_wait is not None:
+                    on_wait(f"waiting for {lock}, held by pid {holder} (a concurrent run)")
+                waiting = True
+                time.sleep(poll)
+        with naming_write_errors(lock):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_error(path: str | Path, exc: OSError) -> FundiffError:

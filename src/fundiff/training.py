@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from fundiff.checkpoints import Checkpoints, load_model, save_weights, truncate_losses
 from fundiff.diffusion import Objective
 from fundiff.errors import FundiffError
-from fundiff.storage import read_losses, write_json
+from fundiff.storage import folder_lock, read_losses, remove_stale_temporaries, write_json
 
 __all__ = [
     "TrainConfig",
@@ -281,6 +281,7 @@ def train(
     progress: bool = True,
     on_step: Callable[[int, int, float], None] | None = None,
     on_epoch_end: Callable[[int, int], None] | None = None,
+    lock_timeout: float | None = None,
 ) -> TrainResult:
     """Train ``objective`` in place (moved to ``cfg.device``), resuming if possible.
 
@@ -294,16 +295,50 @@ def train(
         progress: tqdm bar on stderr (epoch, step, loss, images/s).
         on_step: ``f(epoch, step, loss)`` after each optimizer step (tests use it to "crash").
         on_epoch_end: ``f(epoch, step)`` after each epoch's checkpoint is written.
+        lock_timeout: one training per ``run_dir`` at a time (``fundiff.storage.folder_lock``):
+            a second one waits for the first (logging that it waits), at most this many
+            seconds (None = as long as the first runs), then resumes from its checkpoints.
 
     Returns:
         :class:`TrainResult`. Threads are the caller's business (``fundiff.runtime.set_threads``).
     """
     cfg.validate()
+    run_dir = Path(run_dir)
+
+    def waiting(message: str) -> None:
+        _log(run_dir, message, logging.WARNING)
+
+    with folder_lock(run_dir, timeout=lock_timeout, on_wait=waiting):
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "snapshots"):
+            remove_stale_temporaries(folder)
+        return _train(
+            objective,
+            images,
+            labels,
+            cfg,
+            run_dir,
+            snapshot_epochs,
+            progress,
+            on_step,
+            on_epoch_end,
+        )
+
+
+def _train(
+    objective: Objective,
+    images: Tensor,
+    labels: Tensor | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    snapshot_epochs: Iterable[int],
+    progress: bool,
+    on_step: Callable[[int, int, float], None] | None,
+    on_epoch_end: Callable[[int, int], None] | None,
+) -> TrainResult:
+    """:func:`train` while holding the run folder's lock."""
     from fundiff.runtime import resolve_device
 
     device = resolve_device(cfg.device)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     n = images.shape[0]
     if labels is not None and labels.shape != (n,):
         raise FundiffError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
