@@ -312,3 +312,37 @@ def test_second_training_of_a_run_waits_or_stops(digits, tmp_path: Path) -> None
     log = (run / "train.log").read_text()
     assert log.rindex("waiting for") < log.rindex("starting fresh")
     assert not stale.exists()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "resumed_from"),
+    [
+        ({"epoch_002.safetensors"}, 1),  # truncated weights of the newest checkpoint
+        ({"epoch_002.pt"}, 1),  # truncated state of the newest checkpoint
+        ({"epoch_001.pt", "epoch_002.safetensors"}, 0),  # nothing readable: start over
+    ],
+)
+def test_corrupt_checkpoint_falls_back(corrupt, resumed_from, digits, tmp_path: Path) -> None:
+    """An unreadable checkpoint is reported naming the file, then the previous one is resumed
+    (or training starts over); the result matches an uninterrupted run."""
+    images, labels = digits
+    cfg = TrainConfig(**{**SMALL, "epochs": 3})
+    ref = _small_run(images, labels, tmp_path / "ref", cfg)
+
+    def crash_after_epoch_2(epoch: int, step: int) -> None:
+        if epoch == 2:
+            raise Crash
+
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        _small_run(images, labels, run, cfg, on_epoch_end=crash_after_epoch_2)
+    for name in corrupt:
+        p = run / "checkpoints" / name
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    res = _small_run(images, labels, run, cfg)
+    assert res.resumed_from_epoch == resumed_from
+    log = (run / "train.log").read_text()
+    for name in corrupt:
+        assert f"checkpoint file {run / 'checkpoints' / name} is unreadable" in log
+    _assert_same_weights(ref.model_path, res.model_path)
+    assert read_losses(run / "losses.csv") == read_losses(tmp_path / "ref" / "losses.csv")

@@ -4,7 +4,8 @@
   metadata, so :func:`load_model` rebuilds the model from the file alone.
 * :class:`Checkpoints`: ``epoch_{e:03d}.safetensors`` (raw weights) + ``epoch_{e:03d}.pt``
   (optimizer / scheduler / EMA / generator / counters, ``torch.save``) in one folder. Both are
-  written atomically, the ``.pt`` last: it marks the checkpoint complete.
+  written atomically, the ``.pt`` last: it marks the checkpoint complete. The newest
+  ``keep`` are kept, so an unreadable newest checkpoint falls back to the previous one.
 * :func:`truncate_losses` drops ``losses.csv`` rows past a checkpoint, so a resumed run never
   logs a step twice.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -24,11 +26,22 @@ from fundiff.diffusion import Objective, build_objective
 from fundiff.errors import FundiffError
 from fundiff.storage import load_safetensors, save_safetensors, write_bytes_atomic
 
-__all__ = ["SPEC_KEY", "save_weights", "load_model", "Checkpoints", "truncate_losses"]
+__all__ = [
+    "SPEC_KEY",
+    "FORMAT",
+    "save_weights",
+    "load_model",
+    "Checkpoint",
+    "Checkpoints",
+    "truncate_losses",
+]
 
 log = logging.getLogger("fundiff.training")
 
 SPEC_KEY = "fundiff_spec"
+# version of the checkpoint state layout (2: diffusers EMAModel and torch LR schedulers); a
+# checkpoint of another format is not resumed
+FORMAT = 2
 
 
 def save_weights(
@@ -92,6 +105,14 @@ def truncate_losses(path: Path, max_step: int) -> None:
     write_bytes_atomic(path, ("\n".join(keep) + "\n").encode())
 
 
+class Checkpoint(NamedTuple):
+    """A readable epoch checkpoint: its state dict (``torch.save``) and raw weights (CPU)."""
+
+    epoch: int
+    state: dict[str, Any]
+    weights: dict[str, Tensor]
+
+
 class Checkpoints:
     """Epoch checkpoints ``epoch_{e:03d}.safetensors`` + ``epoch_{e:03d}.pt`` in one folder."""
 
@@ -113,23 +134,36 @@ class Checkpoints:
     def paths(self, epoch: int) -> tuple[Path, Path]:
         return self.folder / f"epoch_{epoch:03d}.safetensors", self.folder / f"epoch_{epoch:03d}.pt"
 
-    def latest(self) -> tuple[int, dict[str, Any]] | None:
-        """Newest complete checkpoint as (epoch, state dict), or None."""
+    def latest(self, report: Callable[[str], None] = log.warning) -> Checkpoint | None:
+        """Newest readable checkpoint, or None (then training starts over).
+
+        A checkpoint whose weights or state file cannot be read (truncated, corrupt, weights
+        missing) is reported (naming the file), deleted, and the previous one is tried.
+        """
         for e in reversed(self._epochs()):
             w, s = self.paths(e)
-            if not w.exists():
-                continue
             try:
                 state = torch.load(s, map_location="cpu", weights_only=True)
-            except Exception as exc:  # a corrupt file must not stop a rerun
-                log.warning("unreadable checkpoint %s (%s); skipping", s, exc)
+            except Exception as exc:  # noqa: BLE001 -- any unreadable file: fall back
+                self._drop(e, s, exc, report)
                 continue
-            return e, state
+            try:
+                weights = load_safetensors(w)[0]
+            except FundiffError as exc:
+                self._drop(e, w, exc.__cause__ or exc, report)
+                continue
+            return Checkpoint(e, state, weights)
         return None
 
-    def weights(self, epoch: int, device: torch.device | str) -> dict[str, Tensor]:
-        """The raw weights of checkpoint ``epoch`` on ``device``."""
-        return load_safetensors(self.paths(epoch)[0], device)[0]
+    def _drop(
+        self, epoch: int, bad: Path, exc: BaseException, report: Callable[[str], None]
+    ) -> None:
+        report(
+            f"checkpoint file {bad} is unreadable ({type(exc).__name__}: {exc}); deleting "
+            f"the epoch-{epoch} checkpoint and trying the previous one"
+        )
+        for p in self.paths(epoch):
+            p.unlink(missing_ok=True)
 
     def save(
         self, epoch: int, weights: dict[str, Tensor], state: dict[str, Any], spec: dict

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from fundiff.checkpoints import Checkpoints, load_model, save_weights, truncate_losses
+from fundiff.checkpoints import FORMAT, Checkpoints, load_model, save_weights, truncate_losses
 from fundiff.diffusion import Objective
 from fundiff.errors import FundiffError
 from fundiff.storage import folder_lock, read_losses, remove_stale_temporaries, write_json
@@ -248,13 +248,17 @@ def _train(
     gen.manual_seed(cfg.seed)
 
     start_epoch, step = 0, 0
-    found = ckpts.latest()
-    if found is not None and found[1].get("config_hash") != chash:
+    found = ckpts.latest(report=lambda msg: _log(run_dir, msg, logging.WARNING))
+    if found is not None and (found.state.get("config_hash"), found.state.get("format")) != (
+        chash,
+        FORMAT,
+    ):
         _log(
             run_dir,
-            f"checkpoint epoch {found[0]} in {ckpts.folder} has config hash "
-            f"{found[1].get('config_hash')} != {chash} (spec, config or data changed): "
-            "not resuming; deleting old checkpoints and starting fresh",
+            f"checkpoint epoch {found.epoch} in {ckpts.folder} has config hash "
+            f"{found.state.get('config_hash')} (format {found.state.get('format')}), this run "
+            f"{chash} (format {FORMAT}): spec, config, data or fundiff changed; not resuming, "
+            "deleting old checkpoints and starting fresh",
             logging.WARNING,
         )
         ckpts.clear()
@@ -272,8 +276,8 @@ def _train(
             f"starting fresh: config hash {chash}, {n} images, {steps_per_epoch} steps/epoch",
         )
     else:
-        start_epoch, state = found
-        unet.load_state_dict(ckpts.weights(start_epoch, device))
+        start_epoch, state = found.epoch, found.state
+        unet.load_state_dict(found.weights)
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
@@ -385,6 +389,7 @@ def _train(
             last_epoch_losses = torch.stack(epoch_losses).float().cpu().tolist()
             state = {
                 "config_hash": chash,
+                "format": FORMAT,
                 "epoch": epoch,
                 "step": step,
                 "optimizer": opt.state_dict(),
@@ -408,8 +413,7 @@ def _train(
     train_seconds = time.perf_counter() - t_start
 
     if not last_epoch_losses:  # already complete: report the stored last-epoch loss
-        found = ckpts.latest()
-        final_loss = float(found[1].get("epoch_mean_loss", float("nan"))) if found else float("nan")
+        final_loss = float(found.state["epoch_mean_loss"])
     else:
         final_loss = sum(last_epoch_losses) / len(last_epoch_losses)
 
