@@ -134,3 +134,10 @@ def test_samples_npz_rejects_bad_files(tmp_path: Path) -> None:
             read_samples(tmp_path / f"{name}.npz")
     with pytest.raises(FundiffError):
         write_samples(tmp_path / "x.npz", torch.rand(2, 3, 28, 28))
+
+
+def test_truncated_classifier_names_the_file_and_the_rebuild(classifier, tmp_path: Path) -> None:
+    path = save_classifier(classifier[0], tmp_path / "judge.safetensors")
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(FundiffError, match=r"judge\.safetensors is truncated.*train_classifier"):
+        load_classifier(path)

@@ -346,3 +346,19 @@ def test_corrupt_checkpoint_falls_back(corrupt, resumed_from, digits, tmp_path: 
         assert f"checkpoint file {run / 'checkpoints' / name} is unreadable" in log
     _assert_same_weights(ref.model_path, res.model_path)
     assert read_losses(run / "losses.csv") == read_losses(tmp_path / "ref" / "losses.csv")
+
+
+def test_truncated_model_names_the_file_and_the_rebuild(digits, tmp_path: Path) -> None:
+    images, labels = digits
+    cfg = TrainConfig(**{**SMALL, "epochs": 1})
+    res = _small_run(images, labels, tmp_path, cfg)
+    good = res.model_path.read_bytes()
+    res.model_path.write_bytes(good[: len(good) // 3])
+    with pytest.raises(FundiffError) as info:
+        load_model(tmp_path)
+    msg = str(info.value)
+    assert f"{res.model_path} is truncated or corrupt" in msg
+    assert f"rm {res.model_path} && snakemake" in msg and "\n" not in msg
+    res.model_path.unlink()  # what the message says; the rerun publishes it from a checkpoint
+    again = _small_run(images, labels, tmp_path, cfg)
+    assert again.resumed_from_epoch == 1 and again.model_path.read_bytes() == good

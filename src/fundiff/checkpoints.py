@@ -39,6 +39,12 @@ __all__ = [
 log = logging.getLogger("fundiff.training")
 
 SPEC_KEY = "fundiff_spec"
+# what to do about an unreadable weights file of a Part B run
+REBUILD_WEIGHTS = (
+    "delete it and rerun snakemake with the same config: the run's train_unet job publishes it "
+    "again from the checkpoints in the run's training/ folder (or retrains), e.g. "
+    "`rm FILE && snakemake --cores 2`"
+)
 # version of the checkpoint state layout (2: diffusers EMAModel and torch LR schedulers); a
 # checkpoint of another format is not resumed
 FORMAT = 2
@@ -67,7 +73,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Objectiv
         path = path.with_suffix(".safetensors")
     if not path.exists():
         raise FundiffError(f"model weights not found: {path}")
-    state, meta = load_safetensors(path)
+    state, meta = load_safetensors(path, remedy=REBUILD_WEIGHTS.replace("FILE", str(path)))
     if SPEC_KEY in meta:
         spec = json.loads(meta[SPEC_KEY])
     else:

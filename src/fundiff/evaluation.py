@@ -210,7 +210,11 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Dig
     path = Path(path)
     if not path.exists():
         raise FundiffError(f"classifier weights not found: {path}")
-    state, meta = load_safetensors(path)
+    remedy = (
+        f"delete it (write-protected by the workflow: `rm -f {path}`) and rerun snakemake with "
+        "the same config: train_classifier rebuilds it"
+    )
+    state, meta = load_safetensors(path, remedy=remedy)
     if "classifier_config" not in meta:
         raise FundiffError(f"{path} is not a fundiff classifier (no classifier_config metadata)")
     model = DigitClassifier(**json.loads(meta["classifier_config"]))
