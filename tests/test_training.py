@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fundiff import training as training_module
 from fundiff.diffusion import DDPM, FlowMatching, SingleStepDenoising
 from fundiff.errors import FundiffError
 from fundiff.evaluation import synthetic_digits
@@ -362,3 +364,58 @@ def test_truncated_model_names_the_file_and_the_rebuild(digits, tmp_path: Path) 
     res.model_path.unlink()  # what the message says; the rerun publishes it from a checkpoint
     again = _small_run(images, labels, tmp_path, cfg)
     assert again.resumed_from_epoch == 1 and again.model_path.read_bytes() == good
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_at_a_checkpoint_names_it_and_keeps_the_previous(
+    digits, tmp_path: Path, monkeypatch
+) -> None:
+    images, labels = digits
+    cfg = TrainConfig(**SMALL)
+    ref = _small_run(images, labels, tmp_path / "ref", cfg)
+    run = tmp_path / "run"
+
+    def fill_disk_after_epoch_1(epoch: int, step: int) -> None:
+        monkeypatch.setattr(os, "write", _disk_full)  # every later file write fails
+
+    with pytest.raises(FundiffError) as info:
+        _small_run(images, labels, run, cfg, on_epoch_end=fill_disk_after_epoch_1)
+    msg = str(info.value)
+    assert f"cannot write {run / 'checkpoints' / 'epoch_002.safetensors'}" in msg
+    assert "the disk is full" in msg
+    monkeypatch.undo()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch_001.pt",
+        "epoch_001.safetensors",
+    ]  # the previous checkpoint intact, no temporary file left
+    res = _small_run(images, labels, run, cfg)  # space freed: resume from epoch 1
+    assert res.resumed_from_epoch == 1
+    _assert_same_weights(ref.model_path, res.model_path)
+
+
+def test_full_disk_while_logging_losses_names_the_file(digits, tmp_path: Path, monkeypatch) -> None:
+    import builtins
+
+    images, labels = digits
+    real_open = builtins.open
+
+    class FullDisk:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def write(self, text: str) -> int:
+            return _disk_full() if text[0].isdigit() else self.f.write(text)
+
+        def __getattr__(self, name: str):
+            return getattr(self.f, name)
+
+    def open_losses_on_a_full_disk(file, *args, **kwargs):
+        f = real_open(file, *args, **kwargs)
+        return FullDisk(f) if Path(file).name == "losses.csv" else f
+
+    monkeypatch.setattr(training_module, "open", open_losses_on_a_full_disk, raising=False)
+    with pytest.raises(FundiffError, match=r"cannot write .*losses\.csv: the disk is full"):
+        _small_run(images, labels, tmp_path, TrainConfig(**SMALL))

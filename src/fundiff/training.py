@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,13 @@ from torch import Tensor, nn
 from fundiff.checkpoints import FORMAT, Checkpoints, load_model, save_weights, truncate_losses
 from fundiff.diffusion import Objective
 from fundiff.errors import FundiffError
-from fundiff.storage import folder_lock, read_losses, remove_stale_temporaries, write_json
+from fundiff.storage import (
+    folder_lock,
+    naming_write_errors,
+    read_losses,
+    remove_stale_temporaries,
+    write_json,
+)
 from fundiff.train_config import TrainConfig, config_hash, make_lr_scheduler
 
 __all__ = [
@@ -139,9 +145,20 @@ def _kill_switch(epoch: int) -> None:
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def _write_loss_rows(
+    csv_f: IO[str], path: Path, rows: list[tuple[int, int, Tensor, float]]
+) -> None:
+    """Append (epoch, step, loss, lr) rows to the open ``losses.csv`` and flush it."""
+    values = torch.stack([r[2] for r in rows]).float().cpu().tolist() if rows else []
+    with naming_write_errors(path):
+        for (epoch, step, _, lr), v in zip(rows, values, strict=True):
+            csv_f.write(f"{epoch},{step},{v:.8g},{lr:.8g}\n")
+        csv_f.flush()
+
+
 def _log(run_dir: Path, msg: str, level: int = logging.INFO) -> None:
     log.log(level, msg)
-    with open(run_dir / "train.log", "a") as f:
+    with naming_write_errors(run_dir / "train.log"), open(run_dir / "train.log", "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
 
@@ -323,10 +340,11 @@ def _train(
         )
 
     new_file = not losses_path.exists()
-    csv_f = open(losses_path, "a", newline="")
-    if new_file:
-        csv_f.write("epoch,step,loss,lr\n")
-        csv_f.flush()
+    with naming_write_errors(losses_path):
+        csv_f = open(losses_path, "a", newline="")
+        if new_file:
+            csv_f.write("epoch,step,loss,lr\n")
+            csv_f.flush()
     unet.train()
     t_start = time.perf_counter()
     images_seen = 0
@@ -363,14 +381,7 @@ def _train(
                 if step % cfg.log_every == 0:
                     pending.append((epoch, step, ld, lr_now))
                 if len(pending) >= 50 or b == steps_per_epoch - 1:
-                    vals = (
-                        torch.stack([p[2] for p in pending]).float().cpu().tolist()
-                        if pending
-                        else []
-                    )
-                    for (e_, s_, _, lr_), v in zip(pending, vals, strict=True):
-                        csv_f.write(f"{e_},{s_},{v:.8g},{lr_:.8g}\n")
-                    csv_f.flush()
+                    _write_loss_rows(csv_f, losses_path, pending)
                     pending = []
                 if bar is not None and (step % 10 == 0 or b == steps_per_epoch - 1):
                     el = time.perf_counter() - t_start
