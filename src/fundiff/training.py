@@ -10,7 +10,11 @@
   checkpoint complete). Rerunning :func:`train` with the same objective spec, config and data
   resumes from the newest checkpoint with the same *config hash* and, on CPU, ends with weights
   bit-identical to an uninterrupted run. Checkpoints with another hash are ignored, deleted and
-  overwritten (logged to ``run_dir/train.log``). (Test hook: ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH``.)
+  overwritten; an unreadable one is deleted and the previous one used (both logged to
+  ``run_dir/train.log``). (Test hook: ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH``.)
+* One training per ``run_dir`` at a time (an flock on ``run_dir/.lock``): a concurrent second
+  one waits, then resumes. A failed write (full disk) names the file; nothing written before
+  is damaged (see :mod:`fundiff.storage`).
 * ``run_dir/losses.csv`` (columns ``epoch,step,loss,lr``; epoch 1-based, step = 1-based global
   optimizer step) gets one row per ``log_every`` steps; on resume rows past the checkpoint are
   dropped, so the file never has duplicate steps.
