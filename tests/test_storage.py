@@ -86,3 +86,20 @@ def test_read_losses(tmp_path: Path) -> None:
         {"epoch": 1, "step": 1, "loss": 0.5, "lr": 0.001},
         {"epoch": 1, "step": 2, "loss": 0.25, "lr": 0.001},
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("epoch,step,loss\n1,1,0.5\n", r"losses\.csv lacks column\(s\) \['lr'\]"),
+        ("epoch,step,loss,lr\n1,1,0.5,0.1\n1,2,0.5\n", r"losses\.csv line 3: bad number"),
+        ("epoch,step,loss,lr\n1,x,0.5,0.1\n", r"losses\.csv line 2: bad number"),
+    ],
+)
+def test_read_losses_names_the_file_and_line(text: str, error: str, tmp_path: Path) -> None:
+    p = tmp_path / "losses.csv"
+    p.write_text(text)
+    with pytest.raises(FundiffError, match=error):
+        read_losses(p)
+    with pytest.raises(FundiffError, match="loss file not found"):
+        read_losses(tmp_path / "nope.csv")

@@ -50,6 +50,7 @@ __all__ = [
     "write_json",
     "save_safetensors",
     "load_safetensors",
+    "LOSS_COLUMNS",
     "read_losses",
 ]
 
@@ -243,17 +244,37 @@ def load_safetensors(
     return tensors, meta
 
 
+LOSS_COLUMNS = ("epoch", "step", "loss", "lr")
+
+
 def read_losses(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``losses.csv`` as dicts with int ``epoch`` / ``step`` and float ``loss`` / ``lr``."""
+    """Rows of a ``losses.csv`` as dicts with int ``epoch`` / ``step`` and float ``loss`` / ``lr``.
+
+    Raises:
+        FundiffError: the file is missing, lacks a column, or has a bad number (names the
+            file and the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FundiffError(f"loss file not found: {path}")
     rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append(
-                {
-                    "epoch": int(r["epoch"]),
-                    "step": int(r["step"]),
-                    "loss": float(r["loss"]),
-                    "lr": float(r["lr"]),
-                }
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in LOSS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise FundiffError(
+                f"loss file {path} lacks column(s) {missing} (expected {','.join(LOSS_COLUMNS)})"
             )
+        for line, r in enumerate(reader, start=2):
+            try:
+                rows.append(
+                    {
+                        "epoch": int(r["epoch"]),
+                        "step": int(r["step"]),
+                        "loss": float(r["loss"]),
+                        "lr": float(r["lr"]),
+                    }
+                )
+            except (TypeError, ValueError) as exc:
+                raise FundiffError(f"loss file {path} line {line}: bad number ({exc})") from exc
     return rows
