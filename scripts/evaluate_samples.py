@@ -3,8 +3,9 @@
 import sys
 
 from fundiff.evaluation import load_classifier
-from fundiff.partb import evaluate, snapshot, write_json
+from fundiff.partb import evaluate, snapshot
 from fundiff.runtime import resolve_device, set_threads
+from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
 set_threads(snakemake.threads)

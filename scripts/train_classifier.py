@@ -1,13 +1,15 @@
 """Snakemake adapter: train the reference digit classifier that judges samples."""
 
+import logging
 import sys
 
 from fundiff.data import load_mnist
 from fundiff.evaluation import save_classifier, train_classifier
-from fundiff.partb import write_json
 from fundiff.runtime import resolve_device, set_threads
+from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 set_threads(snakemake.threads)
 cfg = snakemake.params.classifier
 mnist = load_mnist(snakemake.input.mnist)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from fundiff.evaluation import (
     train_classifier,
     write_samples,
 )
+from fundiff.storage import write_json
 
 torch.set_num_threads(1)
 
@@ -134,3 +136,27 @@ def test_samples_npz_rejects_bad_files(tmp_path: Path) -> None:
             read_samples(tmp_path / f"{name}.npz")
     with pytest.raises(FundiffError):
         write_samples(tmp_path / "x.npz", torch.rand(2, 3, 28, 28))
+
+
+def test_truncated_classifier_names_the_file_and_the_rebuild(classifier, tmp_path: Path) -> None:
+    path = save_classifier(classifier[0], tmp_path / "judge.safetensors")
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(FundiffError, match=r"judge\.safetensors is truncated.*train_classifier"):
+        load_classifier(path)
+
+
+def test_classifier_result_files_are_identical_across_reruns(data, tmp_path: Path) -> None:
+    """No timing (or anything else run-dependent) in metrics.json or the weights' metadata."""
+    train_x, train_y, test_x, test_y = data
+    outputs = []
+    for attempt in ("a", "b"):
+        model, metrics = train_classifier(
+            train_x[:128], train_y[:128], test_x, test_y, epochs=1, seed=0, width=8, batch_size=32
+        )
+        save_classifier(model, tmp_path / attempt / "model.safetensors", metrics)
+        write_json(tmp_path / attempt / "metrics.json", metrics)
+        outputs.append(
+            [(tmp_path / attempt / f).read_bytes() for f in ("metrics.json", "model.safetensors")]
+        )
+    assert outputs[0] == outputs[1]
+    assert "seconds" not in json.loads(outputs[0][0])

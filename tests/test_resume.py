@@ -3,11 +3,11 @@
 Issue requirement: "A killed training job rerun by Snakemake resumes from the last checkpoint
 instead of starting over, and ends with the same weights as an uninterrupted run (CPU)."
 
-Copy ``a`` runs ``train_unet`` for one small run, is killed (SIGKILL to the whole process
-group, like an OOM kill or a lost node) once the epoch-1 checkpoint exists, then is rerun with
-the same command. Copy ``b`` runs the same target uninterrupted, concurrently with ``a`` to
-save wall time (separate folders, one thread each). Both must end with bit-identical weights
-and the same losses.
+Copy ``a`` runs ``train_unet`` for one small run with ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH=1``:
+the trainer SIGKILLs its whole process group (Snakemake and the job, like an OOM kill or a lost
+node) right after writing the epoch-1 checkpoint -- a known point, no timer. It is then rerun
+with the same command. Copy ``b`` runs the same target uninterrupted, afterwards (one training
+at a time). Both must end with bit-identical weights and the same losses.
 """
 
 from __future__ import annotations
@@ -16,21 +16,22 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from fundiff.training import read_losses
+from fundiff.storage import read_losses
+from fundiff.training import KILL_ENV
 
 from conftest import SNAKEMAKE, copy_repo, run_snakemake, tool_env
 
 RUN = "ddpm_class"
 EPOCHS = 3
-# 600 digits / batch 16 = 38 steps per epoch: 2-5 s per epoch on a loaded 2-core CPU, so the
-# kill lands mid-training; the test takes ~40-65 s (mostly Snakemake and torch start-up)
+KILL_AFTER = 1
+# 600 digits / batch 16 = 38 steps per epoch: 2-5 s per epoch on a loaded 2-core CPU; the test
+# takes ~1-2 min (mostly Snakemake and torch start-up, three Snakemake runs one after another)
 OVERLAY = f"""\
 device: cpu
 partA: {{enabled: false}}
@@ -54,17 +55,28 @@ def _workspace(dest: Path) -> Path:
     return ws
 
 
-def _start(ws: Path, out: Path) -> subprocess.Popen:
+def _start(ws: Path, out: Path, kill_after: int | None = None) -> subprocess.Popen:
     """Snakemake in its own session (process group), output to a file (no pipe to fill)."""
+    env = tool_env()
+    env.pop(KILL_ENV, None)
+    if kill_after is not None:
+        env[KILL_ENV] = str(kill_after)
     with open(out, "w") as f:
         return subprocess.Popen(
             [*SNAKEMAKE, *ARGS],
             cwd=ws,
-            env=tool_env(),
+            env=env,
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _wait(proc: subprocess.Popen, out: Path, what: str) -> int:
+    try:
+        return proc.wait(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} still running after {WAIT_S} s:\n" + _tail(out))
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -88,25 +100,14 @@ def _checkpoint_epochs(ws: Path) -> list[int]:
 def test_killed_training_job_resumes_and_matches_uninterrupted_run(tmp_path: Path) -> None:
     ws_a, ws_b = _workspace(tmp_path / "a"), _workspace(tmp_path / "b")
     out_a, out_b = tmp_path / "a_first.out", tmp_path / "b.out"
-    proc_b = _start(ws_b, out_b)
-    proc_a = _start(ws_a, out_a)
+    procs = []
     try:
-        # 1. kill run a (hard, whole process group) once its epoch-1 checkpoint is complete;
-        #    the .pt state file is written last and marks the checkpoint complete
-        marker = ws_a / CKPTS / "epoch_001.pt"
-        deadline = time.monotonic() + WAIT_S
-        while not marker.exists():
-            if proc_a.poll() is not None:
-                pytest.fail(
-                    f"snakemake exited ({proc_a.returncode}) before {marker.name} appeared:\n"
-                    + _tail(out_a)
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {CKPTS / marker.name} after {WAIT_S} s:\n" + _tail(out_a))
-            time.sleep(0.05)
-        _kill_group(proc_a)
-        killed_at = _checkpoint_epochs(ws_a)
-        assert killed_at and max(killed_at) < EPOCHS, f"not killed mid-training: {killed_at}"
+        # 1. run a kills itself (SIGKILL to Snakemake and the job) right after writing the
+        #    epoch-KILL_AFTER checkpoint
+        procs.append(proc_a := _start(ws_a, out_a, kill_after=KILL_AFTER))
+        rc = _wait(proc_a, out_a, "the run that should kill itself")
+        assert rc == -signal.SIGKILL, f"expected SIGKILL, got {rc}:\n" + _tail(out_a)
+        assert _checkpoint_epochs(ws_a) == [KILL_AFTER]
         assert not (ws_a / TARGET).exists(), "the killed job must not have published a model"
         history = ws_a / OUT / "training" / "train.log"  # appended to by every attempt
         assert "starting fresh" in history.read_text()
@@ -124,18 +125,14 @@ def test_killed_training_job_resumes_and_matches_uninterrupted_run(tmp_path: Pat
         assert "starting fresh" not in rerun_log
         attempts = re.findall(r"starting fresh|resuming from checkpoint", history.read_text())
         assert attempts == ["starting fresh", "resuming from checkpoint"], attempts
-        assert 1 <= int(resumed.group(1)) < EPOCHS
-        assert int(resumed.group(1)) == max(killed_at), "must resume from the newest checkpoint"
+        assert int(resumed.group(1)) == KILL_AFTER, "must resume from the newest checkpoint"
 
-        # 3. the uninterrupted run (started alongside run a)
-        try:
-            proc_b.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"uninterrupted run still running after {WAIT_S} s:\n" + _tail(out_b))
-        assert proc_b.returncode == 0, _tail(out_b)
+        # 3. the uninterrupted run, after run a (one training at a time)
+        procs.append(proc_b := _start(ws_b, out_b))
+        assert _wait(proc_b, out_b, "the uninterrupted run") == 0, _tail(out_b)
         assert "resuming" not in (ws_b / LOG).read_text()
     finally:
-        for proc in (proc_a, proc_b):
+        for proc in procs:
             if proc.poll() is None:
                 _kill_group(proc)
 

@@ -169,11 +169,15 @@ def test_class_injection_formula(zero_class: bool, gen: torch.Generator) -> None
 
 def test_conditioning_changes_output(gen: torch.Generator) -> None:
     x = torch.randn(2, 1, 28, 28, generator=gen)
-    net_t = TimeConditionalUNet(1, 4).eval()
+    # seeded initialisation: at width 4 about one unseeded init in five leaves the class path
+    # too weak for allclose to tell the outputs apart (the test was order-dependent)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net_t = TimeConditionalUNet(1, 4).eval()
+        net_c = ClassConditionalUNet(1, 10, 4).eval()
     assert not torch.allclose(
         net_t(x, torch.tensor([0.1, 0.1])), net_t(x, torch.tensor([0.9, 0.9]))
     )
-    net_c = ClassConditionalUNet(1, 10, 4).eval()
     t = torch.tensor([0.5, 0.5])
     assert not torch.allclose(
         net_c(x, t, torch.eye(10)[[0, 0]]), net_c(x, t, torch.eye(10)[[5, 5]])

@@ -8,8 +8,6 @@ recipes behind each Part B figure, so the workflow's scripts stay thin.
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,40 +17,44 @@ from torch import Tensor
 
 from fundiff import figures
 from fundiff.config import figure_epochs
-from fundiff.diffusion import DDPM, FlowMatching, Objective, SingleStepDenoising
+from fundiff.diffusion import Objective, build_objective
 from fundiff.errors import FundiffError
 from fundiff.runtime import seed_generator
+from fundiff.storage import copy_atomic
 from fundiff.training import TrainConfig, TrainResult, load_model, train
-from fundiff.unets import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
 Spec = Mapping[str, Any]
 
 
-def build_objective(spec: Spec) -> Objective:
-    """A fresh objective (UNet + diffusion maths) for a config run spec.
+def objective_spec(spec: Spec) -> dict[str, Any]:
+    """The :meth:`fundiff.diffusion.Objective.spec` of a config run spec (fresh weights).
 
     DDPM uses additive time injection, flow matching multiplicative (course FA24 / FA25).
     """
     d, objective = spec["hidden"], spec["objective"]
     if objective in ("single_step", "pure_noise"):
-        return SingleStepDenoising(
-            UnconditionalUNet(1, d), sigma=spec["sigma"], pure_noise=objective == "pure_noise"
-        )
-    injection = "add" if objective == "ddpm" else "mul"
+        unet = {"class": "UnconditionalUNet", "kwargs": {"in_channels": 1, "num_hiddens": d}}
+        kwargs = {"sigma": spec["sigma"], "pure_noise": objective == "pure_noise"}
+        return {"objective": "SingleStepDenoising", "kwargs": kwargs, "unet": unet}
+    if objective not in ("ddpm", "fm"):
+        raise FundiffError(f"unknown objective {objective!r}")
+    unet_kwargs: dict[str, Any] = {"in_channels": 1, "num_hiddens": d}
     if spec["conditioning"] == "class":
-        unet = ClassConditionalUNet(1, 10, d, injection=injection)
-    else:
-        unet = TimeConditionalUNet(1, d, injection=injection)
+        unet_kwargs["num_classes"] = 10
+    unet_kwargs["injection"] = "add" if objective == "ddpm" else "mul"
+    unet_class = (
+        "ClassConditionalUNet" if spec["conditioning"] == "class" else "TimeConditionalUNet"
+    )
+    unet = {"class": unet_class, "kwargs": unet_kwargs}
     if objective == "ddpm":
-        return DDPM(
-            unet,
-            T=spec["T"],
-            betas=(spec["beta_start"], spec["beta_end"]),
-            p_uncond=spec["p_uncond"],
-        )
-    if objective == "fm":
-        return FlowMatching(unet, num_steps=spec["sample_steps"], p_uncond=spec["p_uncond"])
-    raise FundiffError(f"unknown objective {objective!r}")
+        kwargs = {
+            "T": spec["T"],
+            "betas": [spec["beta_start"], spec["beta_end"]],
+            "p_uncond": spec["p_uncond"],
+        }
+        return {"objective": "DDPM", "kwargs": kwargs, "unet": unet}
+    kwargs = {"num_steps": spec["sample_steps"], "p_uncond": spec["p_uncond"]}
+    return {"objective": "FlowMatching", "kwargs": kwargs, "unet": unet}
 
 
 def train_config(spec: Spec, precision: Mapping[str, bool], seed: int, device: str) -> TrainConfig:
@@ -94,23 +96,20 @@ def train_run(
     ``work_dir`` holds the checkpoints and is not a workflow output, so Snakemake never
     deletes it: a killed job rerun resumes there. The published files are copies.
     """
-    objective = build_objective(spec)
+    objective = build_objective(objective_spec(spec))
     cfg = train_config(spec, precision, seed, device)
     epochs = figure_epochs(spec)
     result = train(objective, images, labels, cfg, work_dir, snapshot_epochs=epochs)
-    shutil.copyfile(result.model_path, model_out)
-    for suffix in (".json",):
-        side = Path(result.model_path).with_suffix(suffix)
-        if side.exists():
-            shutil.copyfile(side, Path(model_out).with_suffix(suffix))
-    shutil.copyfile(Path(work_dir) / "losses.csv", losses_out)
+    copy_atomic(result.model_path, model_out)
+    copy_atomic(Path(result.model_path).with_suffix(".json"), Path(model_out).with_suffix(".json"))
+    copy_atomic(Path(work_dir) / "losses.csv", losses_out)
     snap_dir = Path(snapshots_out)
     snap_dir.mkdir(parents=True, exist_ok=True)
     for epoch in epochs:
         src = Path(work_dir) / "snapshots" / f"epoch_{epoch:03d}.safetensors"
         if not src.exists():
             raise FundiffError(f"{src}: snapshot of epoch {epoch} missing after training")
-        shutil.copyfile(src, snap_dir / src.name)
+        copy_atomic(src, snap_dir / src.name)
     return result
 
 
@@ -255,7 +254,3 @@ def evaluate(
     result = judge_samples(judge, torch.cat(chunks), labels)
     result.update(epoch=epoch, guidance=spec["guidance"], sampler_steps=steps)
     return result
-
-
-def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, default=float))

@@ -10,7 +10,11 @@
   checkpoint complete). Rerunning :func:`train` with the same objective spec, config and data
   resumes from the newest checkpoint with the same *config hash* and, on CPU, ends with weights
   bit-identical to an uninterrupted run. Checkpoints with another hash are ignored, deleted and
-  overwritten (logged to ``run_dir/train.log``).
+  overwritten; an unreadable one is deleted and the previous one used (both logged to
+  ``run_dir/train.log``). (Test hook: ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH``.)
+* One training per ``run_dir`` at a time (an flock on ``run_dir/.lock``): a concurrent second
+  one waits, then resumes. A failed write (full disk) names the file; nothing written before
+  is damaged (see :mod:`fundiff.storage`).
 * ``run_dir/losses.csv`` (columns ``epoch,step,loss,lr``; epoch 1-based, step = 1-based global
   optimizer step) gets one row per ``log_every`` steps; on resume rows past the checkpoint are
   dropped, so the file never has duplicate steps.
@@ -22,33 +26,38 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from fundiff.diffusion import Objective, build_objective
+from fundiff.checkpoints import FORMAT, Checkpoints, load_model, save_weights, truncate_losses
+from fundiff.diffusion import Objective
 from fundiff.errors import FundiffError
+from fundiff.storage import (
+    folder_lock,
+    naming_write_errors,
+    read_losses,
+    remove_stale_temporaries,
+    write_json,
+)
+from fundiff.train_config import TrainConfig, config_hash, make_lr_scheduler
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
-    "EMA",
     "train",
     "config_hash",
     "images_to_float",
@@ -57,95 +66,12 @@ __all__ = [
     "read_losses",
 ]
 
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
+
 log = logging.getLogger("fundiff.training")
 
-LR_SCHEDULES = ("exponential", "constant", "warmup_constant", "warmup_cosine")
-PRECISIONS = ("fp32", "bf16", "fp16")
-SPEC_KEY = "fundiff_spec"
-# TrainConfig fields that do not change the math of a run (excluded from the config hash)
-_HASH_EXCLUDED = ("log_every", "keep_checkpoints")
-
-
-@dataclass
-class TrainConfig:
-    """Training hyperparameters; the course presets are in the workflow config.
-
-    Attributes:
-        epochs: passes over the data.
-        batch_size: images per optimizer step (the last, smaller batch of an epoch is kept,
-            like a DataLoader without ``drop_last``, unless it has a single image: BatchNorm
-            cannot train on one).
-        lr: Adam learning rate (peak lr for warm-up schedules).
-        lr_schedule: "exponential" = course ``ExponentialLR(gamma=lr_decay ** (1/epochs))``
-            stepped once per epoch; "constant"; "warmup_constant" = linear warm-up over
-            ``warmup_steps`` then constant; "warmup_cosine" = linear warm-up then cosine decay
-            to ``lr * min_lr_factor`` at the last step (both stepped per optimizer step).
-            For the flow-matching "without the LR scheduler" retrain the recommended
-            compensation is ``constant`` with a 10x lower lr (1e-3 instead of 1e-2), EMA 0.999
-            and ``grad_clip=1.0``.
-        lr_decay: final lr factor of the exponential schedule (course: 0.1).
-        warmup_steps: optimizer steps of linear warm-up (warmup_* schedules).
-        min_lr_factor: final lr factor of "warmup_cosine".
-        ema_decay: EMA of the weights with this decay (e.g. 0.999), None = off. The effective
-            decay is ``min(decay, (1 + step) / (10 + step))`` so early averages are not
-            dominated by the initial weights. Snapshots and the final model use the EMA weights.
-        grad_clip: clip the global gradient norm to this value, None = off.
-        seed: seeds the weight initialisation and the training generator.
-        precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA); "fp16" = fp16 autocast with a
-            gradient scaler (CUDA only).
-        channels_last: model and batches in channels_last memory format.
-        device: "cpu", "cuda", "cuda:1" or "auto".
-        log_every: write a losses.csv row every this many steps (not part of the hash).
-        keep_checkpoints: how many of the newest epoch checkpoints to keep (not in the hash).
-        init_weights: re-initialise the weights from ``seed`` when starting fresh, so a run is
-            fully determined by (spec, config, data). Set False to fine-tune given weights.
-    """
-
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "exponential"
-    lr_decay: float = 0.1
-    warmup_steps: int = 0
-    min_lr_factor: float = 0.0
-    ema_decay: float | None = None
-    grad_clip: float | None = None
-    seed: int = 0
-    precision: str = "fp32"
-    channels_last: bool = False
-    device: str = "cpu"
-    log_every: int = 1
-    keep_checkpoints: int = 2
-    init_weights: bool = True
-
-    def validate(self) -> None:
-        """Raise FundiffError naming the offending key."""
-        if self.epochs < 1:
-            raise FundiffError(f"train config: epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise FundiffError(f"train config: batch_size must be >= 2, got {self.batch_size}")
-        if not self.lr > 0:
-            raise FundiffError(f"train config: lr must be > 0, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise FundiffError(
-                f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
-            )
-        if not 0 < self.lr_decay <= 1:
-            raise FundiffError(f"train config: lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.precision not in PRECISIONS:
-            raise FundiffError(
-                f"train config: precision must be one of {PRECISIONS}, got {self.precision!r}"
-            )
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise FundiffError(
-                f"train config: ema_decay must be in (0, 1) or null, got {self.ema_decay}"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise FundiffError(f"train config: grad_clip must be > 0 or null, got {self.grad_clip}")
-        if self.log_every < 1 or self.keep_checkpoints < 1 or self.warmup_steps < 0:
-            raise FundiffError(
-                "train config: log_every and keep_checkpoints must be >= 1, warmup_steps >= 0"
-            )
+KILL_ENV = "FUNDIFF_TEST_SIGKILL_AFTER_EPOCH"
 
 
 @dataclass
@@ -161,46 +87,6 @@ class TrainResult:
     train_seconds: float
     images_per_second: float
     snapshots: dict[int, Path] = field(default_factory=dict)
-
-
-class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers.
-
-    Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. ``state_dict()`` holds the
-    shadow tensors keyed like the module's ``state_dict``.
-    """
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.num_updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    def _decay(self) -> float:
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        d = self._decay()
-        self.num_updates += 1
-        floats_s, floats_m = [], []
-        for k, v in module.state_dict().items():
-            s = self.shadow[k]
-            if v.dtype.is_floating_point:
-                floats_s.append(s)
-                floats_m.append(v.detach())
-            else:
-                s.copy_(v)
-        if floats_s:
-            torch._foreach_lerp_(floats_s, floats_m, 1.0 - d)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay = float(state["decay"])
-        self.num_updates = int(state["num_updates"])
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,191 +113,23 @@ def _data_fingerprint(images: Tensor, labels: Tensor | None) -> str:
     return h.hexdigest()
 
 
-def config_hash(spec: dict[str, Any], cfg: TrainConfig, data_fingerprint: str = "") -> str:
-    """16-hex hash of (objective spec, math-relevant config, data) identifying a run."""
-    c = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _HASH_EXCLUDED}
-    blob = json.dumps({"spec": spec, "cfg": c, "data": data_fingerprint}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_weights(
-    module: nn.Module | dict[str, Tensor], path: str | Path, spec: dict | None = None
-) -> Path:
-    """Save a state dict as safetensors atomically, with ``spec`` (JSON) in the metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd = module.state_dict() if isinstance(module, nn.Module) else module
-    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    meta = {SPEC_KEY: json.dumps(spec, sort_keys=True)} if spec is not None else None
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> Objective:
-    """Rebuild a trained objective (with its UNet) from a weights file or run directory.
-
-    ``path`` is ``model.safetensors``, a snapshot / checkpoint ``.safetensors``, ``model.json``
-    or a run directory (-> ``model.safetensors``). The architecture comes from the safetensors
-    metadata, else from ``model.json`` beside the file. Returned in eval mode on ``device``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if path.suffix == ".json":
-        path = path.with_suffix(".safetensors")
-    if not path.exists():
-        raise FundiffError(f"model weights not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if SPEC_KEY in meta:
-        spec = json.loads(meta[SPEC_KEY])
-    else:
-        js = path.with_suffix(".json")
-        if not js.exists():
-            raise FundiffError(f"{path} has no architecture metadata and {js} is missing")
-        spec = json.loads(js.read_text())["spec"]
-    model = build_objective(spec)
-    state = load_file(str(path))
-    missing, unexpected = model.unet.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise FundiffError(
-            f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    return model.to(device).eval()
-
-
-def read_losses(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a losses.csv as dicts with int epoch/step and float loss/lr."""
-    rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append(
-                {
-                    "epoch": int(r["epoch"]),
-                    "step": int(r["step"]),
-                    "loss": float(r["loss"]),
-                    "lr": float(r["lr"]),
-                }
-            )
-    return rows
-
-
-def _truncate_losses(path: Path, max_step: int) -> None:
-    """Keep the header and rows with step <= max_step (atomic rewrite)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        lines = f.read().splitlines()
-    if not lines:
-        path.unlink()
-        return
-    keep = [lines[0]]
-    for line in lines[1:]:
-        parts = line.split(",")
-        if len(parts) == 4:
-            try:
-                if int(parts[1]) <= max_step:
-                    keep.append(line)
-            except ValueError:
-                pass  # a half-written line from a crash
-    _atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
-
-
-class _Checkpoints:
-    """Epoch checkpoints ``epoch_{e:03d}.safetensors`` + ``epoch_{e:03d}.pt`` in one folder."""
-
-    def __init__(self, folder: Path, keep: int) -> None:
-        self.folder = folder
-        self.keep = keep
-
-    def _epochs(self) -> list[int]:
-        if not self.folder.exists():
-            return []
-        out = []
-        for p in self.folder.glob("epoch_*.pt"):
-            try:
-                out.append(int(p.stem.split("_")[1]))
-            except (IndexError, ValueError):
-                continue
-        return sorted(out)
-
-    def paths(self, epoch: int) -> tuple[Path, Path]:
-        return self.folder / f"epoch_{epoch:03d}.safetensors", self.folder / f"epoch_{epoch:03d}.pt"
-
-    def latest(self) -> tuple[int, dict[str, Any]] | None:
-        """Newest complete checkpoint as (epoch, state dict), or None."""
-        for e in reversed(self._epochs()):
-            w, s = self.paths(e)
-            if not w.exists():
-                continue
-            try:
-                state = torch.load(s, map_location="cpu", weights_only=True)
-            except Exception as exc:  # a corrupt file must not stop a rerun
-                log.warning("unreadable checkpoint %s (%s); skipping", s, exc)
-                continue
-            return e, state
-        return None
-
-    def save(
-        self, epoch: int, weights: dict[str, Tensor], state: dict[str, Any], spec: dict
-    ) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        w, s = self.paths(epoch)
-        save_weights(weights, w, spec)
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        _atomic_write_bytes(s, buf.getvalue())  # written last: marks the checkpoint complete
-        for old in self._epochs()[: -self.keep]:
-            for p in self.paths(old):
-                p.unlink(missing_ok=True)
-
-    def clear(self) -> None:
-        if self.folder.exists():
-            for p in list(self.folder.glob("epoch_*")):
-                p.unlink(missing_ok=True)
-
-
-def _make_scheduler(
-    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
-) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
-    """(scheduler, "epoch" | "step") for the configured lr schedule."""
-    if cfg.lr_schedule == "exponential":
-        gamma = cfg.lr_decay ** (1.0 / cfg.epochs)
-        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma), "epoch"
-    if cfg.lr_schedule == "constant":
-        return None, "step"
-    total = cfg.epochs * steps_per_epoch
-    warm = cfg.warmup_steps
-    floor = cfg.min_lr_factor
-    cosine = cfg.lr_schedule == "warmup_cosine"
-
-    def factor(step: int) -> float:
-        if warm > 0 and step < warm:
-            return (step + 1) / warm
-        if not cosine:
-            return 1.0
-        prog = min(1.0, (step - warm) / max(1, total - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor), "step"
-
-
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _make_ema(unet: nn.Module, cfg: TrainConfig, state: dict | None) -> EMAModel | None:
+    """diffusers' EMA of ``unet``'s parameters (None when off), restored from ``state``."""
+    if cfg.ema_decay is None:
+        return None
+    from diffusers.training_utils import EMAModel  # heavy import: only when EMA is on
+
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=True)
+    if state is not None:
+        ema.load_state_dict(state)
+        ema.to(device=next(unet.parameters()).device)
+    return ema
 
 
 def _reinit(module: nn.Module, seed: int) -> None:
@@ -423,9 +141,28 @@ def _reinit(module: nn.Module, seed: int) -> None:
                 m.reset_parameters()
 
 
+def _kill_switch(epoch: int) -> None:
+    """Test hook: with ``FUNDIFF_TEST_SIGKILL_AFTER_EPOCH=k`` in the environment, SIGKILL this
+    process group right after epoch k's checkpoint is written (a node lost at a known point:
+    the workflow's resume test uses it instead of racing a timer)."""
+    if os.environ.get(KILL_ENV) == str(epoch):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _write_loss_rows(
+    csv_f: IO[str], path: Path, rows: list[tuple[int, int, Tensor, float]]
+) -> None:
+    """Append (epoch, step, loss, lr) rows to the open ``losses.csv`` and flush it."""
+    values = torch.stack([r[2] for r in rows]).float().cpu().tolist() if rows else []
+    with naming_write_errors(path):
+        for (epoch, step, _, lr), v in zip(rows, values, strict=True):
+            csv_f.write(f"{epoch},{step},{v:.8g},{lr:.8g}\n")
+        csv_f.flush()
+
+
 def _log(run_dir: Path, msg: str, level: int = logging.INFO) -> None:
     log.log(level, msg)
-    with open(run_dir / "train.log", "a") as f:
+    with naming_write_errors(run_dir / "train.log"), open(run_dir / "train.log", "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
 
@@ -443,6 +180,7 @@ def train(
     progress: bool = True,
     on_step: Callable[[int, int, float], None] | None = None,
     on_epoch_end: Callable[[int, int], None] | None = None,
+    lock_timeout: float | None = None,
 ) -> TrainResult:
     """Train ``objective`` in place (moved to ``cfg.device``), resuming if possible.
 
@@ -456,18 +194,50 @@ def train(
         progress: tqdm bar on stderr (epoch, step, loss, images/s).
         on_step: ``f(epoch, step, loss)`` after each optimizer step (tests use it to "crash").
         on_epoch_end: ``f(epoch, step)`` after each epoch's checkpoint is written.
+        lock_timeout: one training per ``run_dir`` at a time (``fundiff.storage.folder_lock``):
+            a second one waits for the first (logging that it waits), at most this many
+            seconds (None = as long as the first runs), then resumes from its checkpoints.
 
     Returns:
         :class:`TrainResult`. Threads are the caller's business (``fundiff.runtime.set_threads``).
     """
     cfg.validate()
+    run_dir = Path(run_dir)
+
+    def waiting(message: str) -> None:
+        _log(run_dir, message, logging.WARNING)
+
+    with folder_lock(run_dir, timeout=lock_timeout, on_wait=waiting):
+        for folder in (run_dir, run_dir / "checkpoints", run_dir / "snapshots"):
+            remove_stale_temporaries(folder)
+        return _train(
+            objective,
+            images,
+            labels,
+            cfg,
+            run_dir,
+            snapshot_epochs,
+            progress,
+            on_step,
+            on_epoch_end,
+        )
+
+
+def _train(
+    objective: Objective,
+    images: Tensor,
+    labels: Tensor | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    snapshot_epochs: Iterable[int],
+    progress: bool,
+    on_step: Callable[[int, int, float], None] | None,
+    on_epoch_end: Callable[[int, int], None] | None,
+) -> TrainResult:
+    """:func:`train` while holding the run folder's lock."""
     from fundiff.runtime import resolve_device
 
     device = resolve_device(cfg.device)
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise FundiffError("train config: precision 'fp16' needs a CUDA device; use 'bf16' on CPU")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     n = images.shape[0]
     if labels is not None and labels.shape != (n,):
         raise FundiffError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
@@ -477,7 +247,7 @@ def train(
 
     spec = objective.spec()
     chash = config_hash(spec, cfg, _data_fingerprint(images, labels))
-    ckpts = _Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
+    ckpts = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     losses_path = run_dir / "losses.csv"
 
     # data: one tensor on the device
@@ -494,58 +264,59 @@ def train(
     if cfg.channels_last:
         unet.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
-    sched, sched_unit = _make_scheduler(opt, cfg, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    sched, sched_unit = make_lr_scheduler(opt, cfg, steps_per_epoch)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
 
     start_epoch, step = 0, 0
-    found = ckpts.latest()
-    if found is not None and found[1].get("config_hash") != chash:
+    found = ckpts.latest(report=lambda msg: _log(run_dir, msg, logging.WARNING))
+    if found is not None and (found.state.get("config_hash"), found.state.get("format")) != (
+        chash,
+        FORMAT,
+    ):
         _log(
             run_dir,
-            f"checkpoint epoch {found[0]} in {ckpts.folder} has config hash "
-            f"{found[1].get('config_hash')} != {chash} (spec, config or data changed): "
-            "not resuming; deleting old checkpoints and starting fresh",
+            f"checkpoint epoch {found.epoch} in {ckpts.folder} has config hash "
+            f"{found.state.get('config_hash')} (format {found.state.get('format')}), this run "
+            f"{chash} (format {FORMAT}): spec, config, data or fundiff changed; not resuming, "
+            "deleting old checkpoints and starting fresh",
             logging.WARNING,
         )
         ckpts.clear()
         found = None
-    ema: EMA | None = None
+    ema: EMAModel | None = None
     if found is None:
         if cfg.init_weights:
             _reinit(unet, cfg.seed)
         losses_path.unlink(missing_ok=True)
         for stale in (run_dir / "snapshots").glob("epoch_*.safetensors"):
             stale.unlink()  # from an earlier, different run
-        if cfg.ema_decay is not None:
-            ema = EMA(unet, cfg.ema_decay)
+        ema = _make_ema(unet, cfg, None)
         _log(
             run_dir,
             f"starting fresh: config hash {chash}, {n} images, {steps_per_epoch} steps/epoch",
         )
     else:
-        start_epoch, state = found
-        w_path, _ = ckpts.paths(start_epoch)
-        unet.load_state_dict(load_file(str(w_path), device=str(device)))
+        start_epoch, state = found.epoch, found.state
+        unet.load_state_dict(found.weights)
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler") is not None:
-            scaler.load_state_dict(state["scaler"])
         gen.set_state(state["generator"])
         step = int(state["step"])
-        if cfg.ema_decay is not None:
-            ema = EMA(unet, cfg.ema_decay)
-            ema.load_state_dict(state["ema"])
-        _truncate_losses(losses_path, step)
+        ema = _make_ema(unet, cfg, state["ema"])
+        truncate_losses(losses_path, step)
         _log(
             run_dir,
             f"resuming from checkpoint epoch {start_epoch} (step {step}), config hash {chash}",
         )
 
     def model_weights() -> dict[str, Tensor]:
-        return ema.shadow if ema is not None else unet.state_dict()
+        weights = unet.state_dict()
+        if ema is not None:
+            names = [name for name, _ in unet.named_parameters()]
+            weights.update(zip(names, ema.shadow_params, strict=True))
+        return weights
 
     snapshots: dict[int, Path] = {}
     for e in snapshot_epochs:
@@ -573,10 +344,11 @@ def train(
         )
 
     new_file = not losses_path.exists()
-    csv_f = open(losses_path, "a", newline="")
-    if new_file:
-        csv_f.write("epoch,step,loss,lr\n")
-        csv_f.flush()
+    with naming_write_errors(losses_path):
+        csv_f = open(losses_path, "a", newline="")
+        if new_file:
+            csv_f.write("epoch,step,loss,lr\n")
+            csv_f.flush()
     unet.train()
     t_start = time.perf_counter()
     images_seen = 0
@@ -598,22 +370,14 @@ def train(
                 with _autocast(device, cfg.precision):
                     loss = objective.loss(x, y, gen)
                 opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip is not None:
-                        scaler.unscale_(opt)
-                        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-                    opt.step()
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+                opt.step()
                 if sched is not None and sched_unit == "step":
                     sched.step()
                 if ema is not None:
-                    ema.update(unet)
+                    ema.step(unet.parameters())
                 step += 1
                 images_seen += x.shape[0]
                 ld = loss.detach()
@@ -621,14 +385,7 @@ def train(
                 if step % cfg.log_every == 0:
                     pending.append((epoch, step, ld, lr_now))
                 if len(pending) >= 50 or b == steps_per_epoch - 1:
-                    vals = (
-                        torch.stack([p[2] for p in pending]).float().cpu().tolist()
-                        if pending
-                        else []
-                    )
-                    for (e_, s_, _, lr_), v in zip(pending, vals, strict=True):
-                        csv_f.write(f"{e_},{s_},{v:.8g},{lr_:.8g}\n")
-                    csv_f.flush()
+                    _write_loss_rows(csv_f, losses_path, pending)
                     pending = []
                 if bar is not None and (step % 10 == 0 or b == steps_per_epoch - 1):
                     el = time.perf_counter() - t_start
@@ -647,11 +404,11 @@ def train(
             last_epoch_losses = torch.stack(epoch_losses).float().cpu().tolist()
             state = {
                 "config_hash": chash,
+                "format": FORMAT,
                 "epoch": epoch,
                 "step": step,
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
                 "ema": ema.state_dict() if ema is not None else None,
                 "generator": gen.get_state(),
                 "epoch_mean_loss": sum(last_epoch_losses) / len(last_epoch_losses),
@@ -663,6 +420,7 @@ def train(
                 )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, step)
+            _kill_switch(epoch)
     finally:
         csv_f.close()
         if bar is not None:
@@ -670,8 +428,7 @@ def train(
     train_seconds = time.perf_counter() - t_start
 
     if not last_epoch_losses:  # already complete: report the stored last-epoch loss
-        found = ckpts.latest()
-        final_loss = float(found[1].get("epoch_mean_loss", float("nan"))) if found else float("nan")
+        final_loss = float(found.state["epoch_mean_loss"])
     else:
         final_loss = sum(last_epoch_losses) / len(last_epoch_losses)
 
@@ -685,7 +442,7 @@ def train(
         "weights": "ema" if ema is not None else "raw",
         "final_loss": final_loss,
     }
-    _atomic_write_bytes(run_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_json(run_dir / "model.json", meta)
     ips = images_seen / train_seconds if images_seen else 0.0
     _log(run_dir, f"done: {step} steps, final epoch loss {final_loss:.5g}, {ips:.0f} images/s")
     return TrainResult(
