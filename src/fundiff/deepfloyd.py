@@ -313,6 +313,7 @@ def encode_prompts(
     revision: str | None = None,
     batch_size: int = 8,
     key: str = STAGE1_KEY,
+    with_empty: bool = True,
 ) -> dict[str, Tensor]:
     """T5-encode every prompt plus ``""`` once, with the pipeline's own ``encode_prompt``.
 
@@ -321,7 +322,8 @@ def encode_prompts(
 
     Args:
         model: hub id or local folder of the stage-I pipeline (or any IF folder with T5).
-        prompts: prompts to encode (duplicates are encoded once; ``""`` is always added).
+        prompts: prompts to encode (duplicates are encoded once; ``""`` is added unless
+            ``with_empty`` is False).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         dtype: ``"auto"`` (float16 on cuda, as IF ships T5; float32 on cpu), ``float32``,
             ``float16`` (cuda only) or ``bfloat16``. Every embedding is checked for NaN/inf.
@@ -340,7 +342,7 @@ def encode_prompts(
     """
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     dt = resolve_dtype(dtype, dev)
-    unique = list(dict.fromkeys([*(str(p) for p in prompts), ""]))
+    unique = list(dict.fromkeys([*(str(p) for p in prompts), *([""] if with_empty else [])]))
     pipe = _load_pipeline(
         model,
         key=key,
@@ -383,11 +385,15 @@ def encode_prompts(
 
 
 def save_embeddings(
-    path: str | Path, embeddings: Mapping[str, Tensor], *, model: str | None = None
+    path: str | Path,
+    embeddings: Mapping[str, Tensor],
+    *,
+    model: str | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``{prompt: (L, D) tensor}`` as one safetensors file (see the module docstring).
 
-    The write is atomic (temporary file + rename).
+    ``extra`` adds string metadata. The write is atomic (temporary file + rename).
     """
     from safetensors.torch import save_file
 
@@ -401,7 +407,8 @@ def save_embeddings(
         if e.ndim != 2:
             raise FundiffError(f"embedding for {p!r} must be (L, D), got {tuple(e.shape)}")
         tensors[f"emb_{i:05d}"] = e.detach().to("cpu").contiguous()
-    meta = {"format": EMBEDDINGS_FORMAT, "prompts": json.dumps(prompts), "model": model or ""}
+    meta = {**(extra or {}), "format": EMBEDDINGS_FORMAT, "prompts": json.dumps(prompts)}
+    meta["model"] = model or ""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
