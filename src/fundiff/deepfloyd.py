@@ -11,17 +11,13 @@ Workflow, as the course does it but with the text encoder used only once::
 :func:`fundiff.tiny_if.build_tiny_if`). Weights that can't be had (gated model, no token,
 offline, missing folder) raise one :class:`~fundiff.errors.FundiffError` saying what to do.
 
-Embeddings file format: one safetensors file; tensor ``emb_00000``.. is prompt ``i`` of the
-JSON list in the metadata key ``prompts``, each (77, D) (D = 4096 for IF's T5-XXL); metadata
-``model`` holds the model id/folder and ``format`` = ``fundiff.embeddings/1``. No pickle.
-The course's ``prompt_embeds_dict.pth`` (a torch dict of (1, 77, 4096)) loads as well.
+The embeddings file format (``save_embeddings`` / ``load_embeddings``, re-exported here) lives
+in :mod:`fundiff.prompt_embeddings`.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +28,12 @@ from fundiff.denoisers import DenoiserOutput
 from fundiff.errors import FundiffError
 from fundiff.if_settings import OFFLOADS, cpu_fp16_message, has_accelerate, no_accelerate_message
 from fundiff.if_settings import is_local as _is_local
+from fundiff.prompt_embeddings import (  # noqa: F401 - the embeddings file format, re-exported
+    EMBEDDINGS_FORMAT,
+    embeddings_model,
+    load_embeddings,
+    save_embeddings,
+)
 from fundiff.runtime import resolve_device
 from fundiff.schedules import NoiseSchedule
 
@@ -58,7 +60,6 @@ STAGE1_KEY = "partA.deepfloyd.stage1"
 STAGE2_KEY = "partA.deepfloyd.stage2"
 DTYPE_KEY = "partA.deepfloyd.dtype"
 TE_DTYPE_KEY = "partA.deepfloyd.text_encoder.dtype"
-EMBEDDINGS_FORMAT = "fundiff.embeddings/1"
 
 _DTYPES = {
     "fp32": torch.float32,
@@ -382,86 +383,6 @@ def encode_prompts(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return out
-
-
-def save_embeddings(
-    path: str | Path,
-    embeddings: Mapping[str, Tensor],
-    *,
-    model: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> None:
-    """Write ``{prompt: (L, D) tensor}`` as one safetensors file (see the module docstring).
-
-    ``extra`` adds string metadata. The write is atomic (temporary file + rename).
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    prompts = list(embeddings)
-    tensors = {}
-    for i, p in enumerate(prompts):
-        e = embeddings[p]
-        if e.ndim == 3 and e.shape[0] == 1:
-            e = e[0]
-        if e.ndim != 2:
-            raise FundiffError(f"embedding for {p!r} must be (L, D), got {tuple(e.shape)}")
-        tensors[f"emb_{i:05d}"] = e.detach().to("cpu").contiguous()
-    meta = {**(extra or {}), "format": EMBEDDINGS_FORMAT, "prompts": json.dumps(prompts)}
-    meta["model"] = model or ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
-def _read_meta(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def load_embeddings(path: str | Path) -> dict[str, Tensor]:
-    """Read an embeddings file: ``{prompt: (L, D) CPU tensor}``.
-
-    Accepts this module's safetensors format and the course's ``prompt_embeds_dict.pth``
-    (a torch dict of (1, 77, 4096); loaded with ``weights_only=True``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FundiffError(
-            f"embeddings file {str(path)!r} not found (run the prompt-encoding step)"
-        )
-    if path.suffix in (".pth", ".pt"):
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise FundiffError(f"cannot read embeddings file {str(path)!r}: {err}") from None
-        if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
-            raise FundiffError(f"{str(path)!r} is not a dict of prompt -> tensor")
-        return {str(k): (v[0] if v.ndim == 3 and v.shape[0] == 1 else v) for k, v in raw.items()}
-    from safetensors.torch import load_file
-
-    try:
-        meta = _read_meta(path)
-        tensors = load_file(str(path))
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise FundiffError(f"cannot read embeddings file {str(path)!r}: {err}") from None
-    if meta.get("format") != EMBEDDINGS_FORMAT:
-        raise FundiffError(
-            f"{str(path)!r} is not a fundiff embeddings file (format {meta.get('format')!r})"
-        )
-    prompts = json.loads(meta["prompts"])
-    return {p: tensors[f"emb_{i:05d}"] for i, p in enumerate(prompts)}
-
-
-def embeddings_model(path: str | Path) -> str | None:
-    """The model id/folder recorded in a safetensors embeddings file (None if unknown)."""
-    path = Path(path)
-    if path.suffix in (".pth", ".pt") or not path.is_file():
-        return None
-    return _read_meta(path).get("model") or None
 
 
 # --------------------------------------------------------------------------- the denoiser
