@@ -36,7 +36,7 @@ format: setup
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix . && $(VENV)/bin/snakefmt Snakefile rules
 
 bench: setup
-	$(PY) bench/bench_sampler.py && $(PY) bench/bench_training.py
+	$(PY) bench/bench_sampler.py && $(PY) bench/bench_training.py && $(PY) bench/bench_if.py
 
 lock:  ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -q -r requirements.in

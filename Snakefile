@@ -29,6 +29,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/partb.smk"
+include: "rules/prompts.smk"
 include: "rules/parta.smk"
 include: "rules/report.smk"
 

@@ -164,7 +164,15 @@ def backend_params(wildcards):
     params["seed"] = config["seed"]
     params["device"] = config["device"]
     if wildcards.backend == "deepfloyd":
-        for k in ("stage1", "stage2", "dtype", "variant", "upsample", "upsample_steps"):
+        for k in (
+            "stage1",
+            "stage2",
+            "dtype",
+            "variant",
+            "offload",
+            "upsample",
+            "upsample_steps",
+        ):
             params[k] = bcfg[k]
     else:
         spec = config["partB"]["runs"][bcfg["run"]]

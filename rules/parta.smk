@@ -1,26 +1,3 @@
-rule embed_prompt:
-    """T5 embedding of one DeepFloyd prompt (T5 loads once for all missing prompts)."""
-    output:
-        embedding=f"{R}/partA/deepfloyd/prompts/{{prompt}}.safetensors",
-    log:
-        "logs/embed_prompt/{prompt}.log",
-    conda:
-        "../envs/fundiff.yaml"
-    threads: config["threads"]["sample"]
-    resources:
-        gpu=res("embed", "gpu"),
-        mem_mb=res("embed", "mem_mb"),
-        runtime=res("embed", "runtime"),
-    params:
-        prompt=prompt_text,
-        model=config["partA"]["deepfloyd"]["text_encoder"]
-        or config["partA"]["deepfloyd"]["stage1"],
-        cache=f"{R}/partA/deepfloyd/prompt_cache",
-        device=config["device"],
-    script:
-        "../scripts/embed_prompt.py"
-
-
 # One rule per Part A deliverable (parta_forward, parta_sdedit, ...), all through the same
 # sampler core: a job = (backend, task, item), with only that item's settings as params.
 for task, folder in PARTA_TASKS.items():

@@ -1,21 +1,14 @@
-"""Snakemake adapter: the T5 embedding of one DeepFloyd prompt (shared encoder load)."""
+"""Snakemake adapter: one DeepFloyd prompt's embedding file, from the encoded batch."""
 
 import sys
 
-from fundiff.backends import embed_prompt
-from fundiff.config import all_prompts
-from fundiff.runtime import set_threads
+from fundiff.prompt_embeddings import extract_prompt
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
-# every configured prompt, so the one T5 load serves the other embedding jobs too
-wanted = all_prompts(snakemake.config["partA"]["deepfloyd"])
-ran = embed_prompt(
+extract_prompt(
+    snakemake.input.batch,
     snakemake.params.prompt,
     snakemake.output.embedding,
-    model=snakemake.params.model,
-    wanted=wanted,
-    cache_dir=snakemake.params.cache,
-    device=snakemake.params.device,
+    identity=snakemake.params.identity,
 )
-print(f"{snakemake.params.prompt!r}: {'encoded' if ran else 'from cache'}", file=sys.stderr)
+print(f"{snakemake.params.prompt!r}: {snakemake.output.embedding}", file=sys.stderr)

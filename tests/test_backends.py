@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from snakemake.utils import update_config
 
-from fundiff import backends, deepfloyd
+from fundiff import backends
 from fundiff.config import all_prompts, load_yaml, prompt_key, task_prompts, validate_config
 from fundiff.errors import FundiffError
 
@@ -57,57 +56,3 @@ def test_job_prompts_cover_cfg_null_and_base() -> None:
     assert "a lithograph of a skull" in everything and "" in everything
     assert len({prompt_key(p) for p in everything}) == len(everything)
     assert prompt_key("a dog!") != prompt_key("a dog")
-
-
-@pytest.fixture(scope="module")
-def tiny_if(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fundiff.tiny_if import build_tiny_if
-
-    out = tmp_path_factory.mktemp("tiny_if")
-    build_tiny_if(out, with_stage2=False)
-    return out / "stage1"
-
-
-def test_embed_prompt_loads_t5_once_for_all_missing_prompts(
-    tiny_if: Path, tmp_path: Path, monkeypatch
-) -> None:
-    calls: list[list[str]] = []
-    real = deepfloyd.encode_prompts
-
-    def counting(model, prompts, **kw):
-        calls.append(list(prompts))
-        return real(model, prompts, **kw)
-
-    monkeypatch.setattr(deepfloyd, "encode_prompts", counting)
-    wanted = ["", "a rocket ship", "a pencil"]
-    cache = tmp_path / "cache"
-    assert backends.embed_prompt(
-        "a rocket ship",
-        tmp_path / "a.safetensors",
-        model=str(tiny_if),
-        wanted=wanted,
-        cache_dir=cache,
-        device="cpu",
-    )
-    assert not backends.embed_prompt(
-        "a pencil",
-        tmp_path / "b.safetensors",
-        model=str(tiny_if),
-        wanted=wanted,
-        cache_dir=cache,
-        device="cpu",
-    )
-    assert not backends.embed_prompt(
-        "",
-        tmp_path / "c.safetensors",
-        model=str(tiny_if),
-        wanted=wanted,
-        cache_dir=cache,
-        device="cpu",
-    )
-    assert len(calls) == 1 and set(calls[0]) == {"", "a rocket ship", "a pencil"}
-    a = deepfloyd.load_embeddings(tmp_path / "a.safetensors")
-    assert list(a) == ["a rocket ship"] and a["a rocket ship"].ndim == 2
-    # the per-prompt file equals a direct encoding of the same prompt
-    direct = real(str(tiny_if), ["a rocket ship"], device="cpu")["a rocket ship"]
-    torch.testing.assert_close(a["a rocket ship"], direct)

@@ -4,6 +4,7 @@ real ``from_pretrained`` path with ``HF_HUB_OFFLINE=1``."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
 
@@ -78,7 +79,7 @@ def test_encode_prompts_all_plus_empty(emb, tiny):
     p = DiffusionPipeline.from_pretrained(str(tiny["stage1"]), unet=None)
     _, neg = p.encode_prompt("a rocket ship", do_classifier_free_guidance=True, clean_caption=False)
     assert torch.allclose(emb[""], neg[0], atol=1e-6)
-    with pytest.raises(FundiffError, match="fp16"):
+    with pytest.raises(FundiffError, match="text_encoder.dtype: float16 on the CPU"):
         df.encode_prompts(str(tiny["stage1"]), ["x"], device="cpu", dtype="fp16")
 
 
@@ -300,3 +301,169 @@ def test_tiny_if_is_deterministic(tmp_path):
     assert (a / "tokenizer/tokenizer.json").read_bytes() == (
         b / "tokenizer/tokenizer.json"
     ).read_bytes()
+
+
+# ----------------------------------------------------------------------------- memory plan
+def test_text_encoder_dtype_is_selectable_and_nan_checked(tiny, emb, tmp_path):
+    bf16 = df.encode_prompts(str(tiny["stage1"]), ["a pencil"], device="cpu", dtype="bfloat16")
+    assert bf16["a pencil"].dtype == torch.bfloat16 and torch.isfinite(bf16["a pencil"]).all()
+    torch.testing.assert_close(bf16["a pencil"].float(), emb_of(tiny, "a pencil"), **BF16_TOL)
+    # a T5 that overflows: the error names the config key to change, nothing else is written
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny["stage1"], broken)
+    (weights,) = (broken / "text_encoder").glob("*.safetensors")
+    state = load_file(str(weights))
+    name = next(k for k in state if "SelfAttention.o.weight" in k)
+    state[name] = torch.full_like(state[name], float("inf"))
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(FundiffError) as info:
+        df.encode_prompts(str(broken), ["a pencil"], device="cpu")
+    msg = str(info.value)
+    assert msg.startswith("config key partA.deepfloyd.text_encoder.dtype: ") and "\n" not in msg
+    assert "NaN" in msg and "bfloat16" in msg and "encode_dtype" not in msg
+
+
+BF16_TOL = dict(rtol=0.05, atol=0.05)
+
+
+def emb_of(tiny, prompt):
+    return df.encode_prompts(str(tiny["stage1"]), [prompt], device="cpu")[prompt]
+
+
+def test_fp16_on_cpu_and_offload_without_accelerate_name_their_keys(tiny, monkeypatch):
+    with pytest.raises(FundiffError, match=r"^config key partA\.deepfloyd\.dtype: float16 on"):
+        df.load_stage1(str(tiny["stage1"]), device="cpu", dtype="float16")
+    monkeypatch.setattr(df, "has_accelerate", lambda: False)
+    with pytest.raises(FundiffError, match=r"^config key partA\.deepfloyd\.offload: .*accelerate"):
+        df.load_stage1(str(tiny["stage1"]), device="cpu", offload="model")
+    with pytest.raises(FundiffError, match=r"^config key partA\.deepfloyd\.offload: .*accelerate"):
+        df.encode_prompts(str(tiny["stage1"]), ["x"], device="cpu", offload="sequential")
+
+
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_offload_samples_on_the_execution_device(tiny, emb, denoiser, offload):
+    pipe = df.load_stage1(str(tiny["stage1"]), device="cpu", offload=offload)
+    hooked = [m for m in pipe.unet.modules() if hasattr(m, "_hf_hook")]
+    assert hooked, f"{offload} offload installed no accelerate hooks"
+    if offload == "sequential":
+        assert pipe.device.type == "meta"  # pipe.device is no place to put inputs
+    off = df.DeepFloydDenoiser.from_pipeline(pipe, emb)
+    assert off.device == pipe._execution_device and off.device.type == "cpu"
+    if offload == "sequential":
+        # accelerate 1.15 cannot move a layer back to `meta` when the execution device is the
+        # CPU itself (TypeError in set_module_tensor_to_device); it is meant for a GPU
+        return
+    kw = dict(n=1, guidance=7.0, timesteps=SHORT, step="scheduler", final_step=True)
+    a = S.sample_cfg(off, "a rocket ship", generator=seed_generator(5), **kw)
+    b = S.sample_cfg(denoiser, "a rocket ship", generator=seed_generator(5), **kw)
+    torch.testing.assert_close(a, b)
+
+
+def test_sampling_job_loads_stage1_only(tiny, monkeypatch):
+    """A Part A job holds stage I alone: no T5 (embeddings are files), no stage II."""
+    from diffusers import DiffusionPipeline
+
+    from fundiff import backends
+
+    loads = []
+    real = DiffusionPipeline.from_pretrained.__func__
+
+    def spy(cls, model, **kw):
+        loads.append((str(model), kw))
+        return real(cls, model, **kw)
+
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", classmethod(spy))
+    emb_file = tiny["stage1"].parent / "emb.safetensors"
+    df.save_embeddings(emb_file, {"": torch.zeros(77, 32), "a": torch.ones(77, 32)})
+    params = dict(
+        stage1=str(tiny["stage1"]), stage2=str(tiny["stage2"]), device="cpu", dtype="auto"
+    )
+    params.update(variant="none", offload="none")
+    den = backends.load_backend("deepfloyd", params, {"embeddings": [str(emb_file)]})
+    assert [m for m, _ in loads] == [str(tiny["stage1"])]
+    assert loads[0][1]["text_encoder"] is None and "unet" not in loads[0][1]
+    assert den.prompts == ["", "a"] and den.resolution == 16
+
+
+def _config(**deepfloyd):
+    """The CI config (DeepFloyd on) with ``partA.deepfloyd`` overrides, validated."""
+    from snakemake.utils import update_config
+
+    from fundiff.config import load_yaml, validate_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_yaml(root / "config.yaml")
+    update_config(cfg, load_yaml(root / "configs/ci.yaml"))
+    update_config(cfg, {"partA": {"deepfloyd": deepfloyd}})
+    return validate_config(cfg)
+
+
+def test_text_encoder_settings_are_real_config_keys(monkeypatch):
+    from fundiff import if_settings
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    cfg = _config(text_encoder={"dtype": "bfloat16", "device": "cpu"})
+    te = if_settings.text_encoder_settings(cfg["partA"]["deepfloyd"], cfg["device"])
+    assert te == {
+        "model": "tiny_if/stage1",
+        "key": "partA.deepfloyd.stage1",
+        "revision": None,
+        "dtype": "bfloat16",
+        "variant": "auto",
+        "device": "cpu",
+        "offload": "none",
+    }
+    assert not if_settings.encoder_uses_gpu(te)
+    defaults = _config()["partA"]["deepfloyd"]
+    assert defaults["text_encoder"]["dtype"] == "auto" and defaults["offload"] == "none"
+    own = if_settings.text_encoder_settings(
+        {**defaults, "text_encoder": {**te, "model": "x/y"}}, "auto"
+    )
+    assert own["key"] == "partA.deepfloyd.text_encoder.model" and own["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("settings", "device", "key"),
+    [
+        (
+            {"text_encoder": {"dtpe": "float16"}},
+            "auto",
+            "partA.deepfloyd.text_encoder.dtpe: unknown key",
+        ),
+        ({"offload": "all"}, "auto", "partA.deepfloyd.offload: 'all' is not one of"),
+        ({"dtype": "float16"}, "cpu", "partA.deepfloyd.dtype: float16 on the CPU"),
+        (
+            {"text_encoder": {"dtype": "float16", "device": "cpu"}},
+            "cuda",
+            "text_encoder.dtype: float16 on the CPU",
+        ),
+        ({"text_encoder": {"dtype": "float16"}}, "cpu", "text_encoder.dtype: float16 on the CPU"),
+        (
+            {"offload": "model"},
+            "auto",
+            "partA.deepfloyd.offload: CPU offload needs the `accelerate`",
+        ),
+    ],
+)
+def test_bad_deepfloyd_settings_stop_with_one_line_naming_the_key(
+    settings, device, key, monkeypatch
+):
+    from fundiff import if_settings
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setattr(if_settings, "has_accelerate", lambda: False)
+    with pytest.raises(FundiffError) as info:
+        cfg = _config(**settings)
+        cfg["device"] = device
+        if_settings.check_settings(cfg)
+    msg = str(info.value)
+    assert msg.startswith("config key partA.deepfloyd.") and key in msg and "\n" not in msg
+    # the same settings with the backend switched off are not checked
+    if "unknown" not in key and "not one of" not in key:
+        cfg = _config(**settings)
+        cfg["partA"]["deepfloyd"]["enabled"] = False
+        if_settings.check_settings(cfg)

@@ -2,9 +2,11 @@
 
 - both profiles parse and carry the settings they promise;
 - every rule named under `set-resources` exists in the workflow;
-- a dry run with `--workflow-profile profiles/slurm` on a course preset (and with
-  profiles/slurm-local on the CI config) shows `gpu=1` on exactly the GPU rules' jobs: a rule
-  that takes a GPU from the config but is missing from the profile is caught here.
+- a dry run with `--workflow-profile profiles/slurm` on a course preset, on the default config
+  and with T5 set to the CPU (and with profiles/slurm-local on the CI config) shows `gpu=1` on
+  exactly the jobs that run a model on a GPU: DeepFloyd Part A jobs that load stage I, the
+  T5 encoding job unless `partA.deepfloyd.text_encoder.device: cpu`, the Part B GPU rules; not
+  the local backend's Part A jobs, forward/blur, or per-prompt embedding files.
 """
 
 from __future__ import annotations
@@ -32,7 +34,24 @@ def load(path: Path) -> dict:
 
 
 def gpu_rules(profile: dict) -> set[str]:
+    """Rules that may get a GPU from the profile (a count or an expression)."""
     return {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+
+
+# rules whose jobs always run a model on the GPU (Part B); Part A decides per job (below)
+PART_B_GPU = {"train_unet", "train_classifier", "sample_grid", "evaluate_samples"}
+NO_MODEL_TASKS = {"parta_forward", "parta_blur"}
+
+
+def expected_gpu(rule: str, wildcards: dict[str, str], config: dict) -> int:
+    """GPUs a job should request: only jobs that run a model on a GPU get one."""
+    if rule == "encode_prompts":
+        te = config["partA"]["deepfloyd"]["text_encoder"]
+        on_cpu = te["device"] == "cpu" or (te["device"] == "auto" and config["device"] == "cpu")
+        return 0 if on_cpu else config["resources"]["embed"]["gpu"]
+    if rule.startswith("parta_"):
+        return int(wildcards.get("backend") == "deepfloyd" and rule not in NO_MODEL_TASKS)
+    return int(rule in PART_B_GPU)
 
 
 def snakemake(*args: str) -> subprocess.CompletedProcess:
@@ -56,14 +75,34 @@ def need_workflow(*paths: str) -> None:
         pytest.skip(msg)
 
 
-def dry_run_resources(out: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, resources) for every job of a dry run's output."""
-    jobs = []
-    for rule, body in JOB_BLOCK.findall(out):
-        m = re.search(r"^\s+resources: (.*)$", body, re.MULTILINE)
-        pairs = m.group(1).split(", ") if m else []
-        jobs.append((rule, dict(p.split("=", 1) for p in pairs if "=" in p)))
-    return jobs
+def dry_run_jobs(out: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """(rule, wildcards, resources) for every job of a dry run's output."""
+
+    def pairs(body: str, field: str) -> dict[str, str]:
+        m = re.search(rf"^\s+{field}: (.*)$", body, re.MULTILINE)
+        items = m.group(1).split(", ") if m else []
+        return dict(p.split("=", 1) for p in items if "=" in p)
+
+    return [
+        (rule, pairs(body, "wildcards"), pairs(body, "resources"))
+        for rule, body in JOB_BLOCK.findall(out)
+    ]
+
+
+def merged_config(*files: Path) -> dict:
+    from snakemake.utils import update_config
+
+    from fundiff.config import load_yaml, validate_config
+
+    cfg = load_yaml(REPO / "config.yaml")
+    for f in files:
+        update_config(cfg, load_yaml(f))
+    cwd = Path.cwd()
+    os.chdir(REPO)  # input images are checked relative to the repository
+    try:
+        return validate_config(cfg)
+    finally:
+        os.chdir(cwd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,16 +118,23 @@ def test_slurm_profile_template():
     defaults = p["default-resources"]
     for key in ("slurm_partition", "slurm_account", "mem_mb", "runtime", "cpus_per_task"):
         assert key in defaults, f"default-resources lacks {key}"
+    res = p["set-resources"]
     gpus = gpu_rules(p)
-    assert {"embed_prompt", "train_unet", "train_classifier"} <= gpus
+    assert {"train_unet", "train_classifier"} <= gpus
     assert any(r.startswith("parta_") for r in gpus)
-    for rule in gpus:
-        res = p["set-resources"][rule]
-        assert res["gpu"] == 1, rule
-        assert "gres" not in res, f"{rule}: set gpu OR gres, both request GPUs twice"
+    # the encoding job takes its GPU count from the config (0 when T5 runs on the CPU), and
+    # the per-prompt files are made locally
+    assert "gpu" not in res["encode_prompts"] and "embed_prompt" not in res
+    for rule in gpus | {"encode_prompts"}:
+        r = res[rule]
+        if rule.startswith("parta_"):
+            assert "wildcards.backend == 'deepfloyd'" in str(r["gpu"]), rule
+        elif rule != "encode_prompts":
+            assert r["gpu"] == 1, rule
+        assert "gres" not in r, f"{rule}: set gpu OR gres, both request GPUs twice"
         # the plugin prefers cpus_per_task over cpus_per_gpu whenever it is set (non-zero)
-        assert res.get("cpus_per_gpu", 0) >= 1 and res.get("cpus_per_task") == 0, rule
-        assert res["mem_mb"] >= 8000 and res["runtime"] >= 15, rule
+        assert r.get("cpus_per_gpu", 0) >= 1 and r.get("cpus_per_task") == 0, rule
+        assert r["mem_mb"] >= 8000 and r["runtime"] >= 15, rule
     # the gres alternative is documented next to the gpu requests
     assert '# gres: "gpu:1"' in SLURM.read_text()
 
@@ -118,31 +164,47 @@ def test_profile_rule_names_exist_in_workflow():
         )
 
 
+T5_ON_CPU = {"partA": {"deepfloyd": {"text_encoder": {"device": "cpu"}}}}
 DRY_RUNS = [
-    ("profiles/slurm", "configs/course-fa24.yaml"),
-    ("profiles/slurm", "configs/course-fa25.yaml"),
-    ("profiles/slurm-local", "configs/ci.yaml"),
+    ("profiles/slurm", ["configs/course-fa24.yaml"]),
+    ("profiles/slurm", ["configs/course-fa25.yaml"]),
+    ("profiles/slurm", []),  # default config: the local backend's Part A jobs get no GPU
+    ("profiles/slurm", ["configs/course-fa24.yaml", "T5_ON_CPU"]),
+    ("profiles/slurm-local", ["configs/ci.yaml"]),
 ]
 
 
-@pytest.mark.parametrize(("profile", "configfile"), DRY_RUNS, ids=[c for _p, c in DRY_RUNS])
-def test_dry_run_requests_gpus_on_gpu_rules_only(profile, configfile):
-    need_workflow(configfile)
-    run = snakemake("-n", "--forceall", "--workflow-profile", profile, "--configfile", configfile)
+@pytest.mark.parametrize(
+    ("profile", "configfiles"), DRY_RUNS, ids=["fa24", "fa25", "default", "t5-cpu", "ci"]
+)
+def test_dry_run_requests_gpus_only_for_models_on_a_gpu(profile, configfiles, tmp_path):
+    need_workflow(*[c for c in configfiles if c != "T5_ON_CPU"])
+    files = []
+    for c in configfiles:
+        if c == "T5_ON_CPU":
+            (tmp_path / "t5_cpu.yaml").write_text(yaml.safe_dump(T5_ON_CPU))
+            files.append(tmp_path / "t5_cpu.yaml")
+        else:
+            files.append(REPO / c)
+    config = merged_config(*files)
+    extra = ["--configfile", *map(str, files)] if files else []
+    run = snakemake("-n", "--forceall", "--workflow-profile", profile, *extra)
     assert run.returncode == 0, f"dry run failed:\n{run.stdout[-4000:]}"
-    jobs = dry_run_resources(run.stdout)
+    jobs = dry_run_jobs(run.stdout)
     assert jobs, f"no jobs in the dry run:\n{run.stdout[-4000:]}"
-    expected = gpu_rules(load(REPO / profile / "config.yaml"))
     wrong = []
-    for rule, res in jobs:
-        gpu = int(res.get("gpu", "0") or 0)
-        if rule in expected and (gpu != 1 or "cpus_per_gpu" not in res):
-            wrong.append(f"{rule}: expected gpu=1 and cpus_per_gpu, got {res}")
-        if rule not in expected and gpu:
-            wrong.append(
-                f"{rule}: requests gpu={gpu} (from the config) but is not a GPU rule of "
-                f"{profile}/config.yaml; add it under set-resources"
-            )
+    for rule, wildcards, res in jobs:
+        gpu, want = int(res.get("gpu", "0") or 0), expected_gpu(rule, wildcards, config)
+        if gpu != want:
+            wrong.append(f"{rule} {wildcards}: gpu={gpu}, expected {want}")
+        if gpu and "cpus_per_gpu" not in res:
+            wrong.append(f"{rule}: a GPU job without cpus_per_gpu: {res}")
     assert not wrong, "\n".join(sorted(set(wrong)))
-    # at least one GPU job in the plan, so the check above is not vacuous
-    assert any(rule in expected for rule, _res in jobs), sorted({r for r, _ in jobs})
+    # not vacuous: some jobs get a GPU, and some jobs of GPU-capable rules get none
+    expect = {(r, expected_gpu(r, w, config)) for r, w, _res in jobs}
+    assert any(want for _r, want in expect), sorted(expect)
+    assert any(not want and r.startswith(("parta_", "encode")) for r, want in expect)
+    if "T5_ON_CPU" in configfiles:
+        assert ("encode_prompts", 0) in expect
+    elif configfiles and "course" in configfiles[0]:
+        assert ("encode_prompts", 1) in expect

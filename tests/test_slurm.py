@@ -10,7 +10,7 @@ change, and a failing job reported as failed in bounded time.
 Each SLURM job starts Snakemake again (10-30 s per job on a loaded 2-core machine, and the GPU
 rules share the one fake GPU), so by default the run covers a slice of the CI DAG that touches
 every kind of job: MNIST preparation (CPU), a UNet training (GPU rule), a Part A job on both
-backends (GPU rules; DeepFloyd needs embed_prompt) and a CPU figure, about 6 jobs.
+backends (GPU rules; DeepFloyd needs encode_prompts) and a CPU figure, about 7 jobs.
 FUNDIFF_SLURM_FULL=1 runs the whole CI workflow instead (72 jobs, tens of minutes).
 
 Needs root (or passwordless sudo). Without it the tests skip; with CI=true they fail instead.
@@ -170,7 +170,7 @@ def slice_targets(rows: list[tuple[str, str]]) -> list[str]:
 
     return [
         pick("parta_cfg", "/partA/local/"),  # <- train_unet (ddpm_class) <- mnist
-        pick("parta_cfg", "/partA/deepfloyd/"),  # <- embed_prompt
+        pick("parta_cfg", "/partA/deepfloyd/"),  # <- embed_prompt (local) <- encode_prompts
         pick("plot_loss_curve", "/ddpm_class/"),  # CPU figure
     ]
 
@@ -294,7 +294,7 @@ def test_all_jobs_complete_on_slurm(slurm_run, workspaces, targets):
     total = sum(jobs_in(slurm_run).values())
     assert f"{total} of {total} steps (100%) done" in slurm_run.output, slurm_run.tail()
     if not FULL:
-        assert {"mnist", "train_unet", "embed_prompt", "parta_cfg", "plot_loss_curve"} <= set(
+        assert {"mnist", "train_unet", "encode_prompts", "parta_cfg", "plot_loss_curve"} <= set(
             submitted
         ), submitted
     # nothing left to do (a dry run with the SLURM profile needs no cluster)

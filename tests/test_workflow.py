@@ -68,7 +68,8 @@ def test_dry_run_of_each_preset_plans_jobs(preset: str | None) -> None:
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts.get("writeup") == 1 and counts.get("all") == 1, counts
     if preset and "course" in preset:
-        assert counts.get("embed_prompt", 0) >= 14 and counts.get("parta_anagrams", 0) >= 3, counts
+        assert counts.get("embed_prompt", 0) >= 14 and counts.get("encode_prompts") == 1, counts
+        assert counts.get("parta_anagrams", 0) >= 3, counts
         assert "parta_forward" in counts and "train_unet" in counts
     else:
         assert counts.get("train_unet", 0) >= 7 and counts.get("parta_inpaint", 0) >= 1, counts
@@ -154,7 +155,8 @@ def test_editing_one_anagram_prompt_reruns_only_that_anagram(
         ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml"
     )
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts == {"all": 1, "embed_prompt": 1, "parta_anagrams": 2, "writeup": 1}, counts
+    expected = {"all": 1, "encode_prompts": 1, "embed_prompt": 1, "parta_anagrams": 2, "writeup": 1}
+    assert counts == expected, counts
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
   (``"a 7"``, ``"seven"``, ``"digit 7"``, ``"7"``); ``""`` is the unconditional branch. Its
   schedule is the model's own (T = 300 linear betas in the course); data in [0, 1].
 * ``deepfloyd``: DeepFloyd IF stage I through diffusers (:mod:`fundiff.deepfloyd`), with the
-  prompt embeddings precomputed by the ``embed_prompt`` rule (one file per prompt).
+  prompt embeddings precomputed by the ``encode_prompts`` / ``embed_prompt`` rules (one file
+  per prompt, see :mod:`fundiff.prompt_embeddings`).
 
 :func:`load_backend` builds either from a job's params, so scripts stay thin.
 """
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,10 +78,13 @@ def load_backend(backend: str, params: Mapping[str, Any], files: Mapping[str, An
     if backend == "deepfloyd":
         from fundiff import deepfloyd
 
-        deepfloyd.preflight(params["stage1"])
-        variant = None if params["variant"] == "none" else params["variant"]
+        # stage I only: no T5 (the embeddings are files), no stage II
         pipe = deepfloyd.load_stage1(
-            params["stage1"], device=device, dtype=params["dtype"], variant=variant
+            params["stage1"],
+            device=device,
+            dtype=params["dtype"],
+            variant=params["variant"],
+            offload=params.get("offload", "none"),
         )
         embeddings: dict[str, Tensor] = {}
         for path in files["embeddings"]:
@@ -125,48 +128,3 @@ def deepfloyd_upsampler(params: Mapping[str, Any], denoiser: Any):
 
 #: (resolution, channels, value range) of each backend's images
 BACKEND_GEOMETRY = {"local": (28, 1, (0.0, 1.0)), "deepfloyd": (64, 3, (-1.0, 1.0))}
-
-
-def embed_prompt(
-    prompt: str,
-    out: str | Path,
-    *,
-    model: str,
-    wanted: Sequence[str],
-    cache_dir: str | Path,
-    device: str = "auto",
-) -> bool:
-    """Write ``prompt``'s T5 embedding to ``out``, loading T5 at most once for many prompts.
-
-    Each prompt has its own embedding file (so editing one prompt reruns only its figures),
-    but loading T5-XXL per prompt would be slow. The first job to find its prompt missing
-    from ``cache_dir`` (per model) encodes every prompt in ``wanted`` that is missing, in one
-    load; the others, waiting on the cache's file lock, then just copy theirs.
-
-    Returns:
-        True if this call ran the text encoder.
-    """
-    import fcntl
-    import hashlib
-
-    from fundiff import deepfloyd
-    from fundiff.config import prompt_key
-
-    cache = Path(cache_dir) / hashlib.sha1(model.encode()).hexdigest()[:12]
-    cache.mkdir(parents=True, exist_ok=True)
-
-    def cached(p: str) -> Path:
-        return cache / f"{prompt_key(p)}.safetensors"
-
-    encoded = False
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not cached(prompt).exists():
-            missing = [p for p in dict.fromkeys([prompt, *wanted]) if not cached(p).exists()]
-            deepfloyd.preflight(model)
-            for p, e in deepfloyd.encode_prompts(model, missing, device=device).items():
-                deepfloyd.save_embeddings(cached(p), {p: e}, model=model)
-            encoded = True
-    emb = deepfloyd.load_embeddings(cached(prompt))
-    deepfloyd.save_embeddings(out, {prompt: emb[prompt]}, model=model)
-    return encoded

@@ -11,18 +11,13 @@ Workflow, as the course does it but with the text encoder used only once::
 :func:`fundiff.tiny_if.build_tiny_if`). Weights that can't be had (gated model, no token,
 offline, missing folder) raise one :class:`~fundiff.errors.FundiffError` saying what to do.
 
-Embeddings file format: one safetensors file; tensor ``emb_00000``.. is prompt ``i`` of the
-JSON list in the metadata key ``prompts``, each (77, D) (D = 4096 for IF's T5-XXL); metadata
-``model`` holds the model id/folder and ``format`` = ``fundiff.embeddings/1``. No pickle.
-The course's ``prompt_embeds_dict.pth`` (a torch dict of (1, 77, 4096)) loads as well.
+The embeddings file format (``save_embeddings`` / ``load_embeddings``, re-exported here) lives
+in :mod:`fundiff.prompt_embeddings`.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +26,14 @@ from torch import Tensor
 
 from fundiff.denoisers import DenoiserOutput
 from fundiff.errors import FundiffError
+from fundiff.if_settings import OFFLOADS, cpu_fp16_message, has_accelerate, no_accelerate_message
+from fundiff.if_settings import is_local as _is_local
+from fundiff.prompt_embeddings import (  # noqa: F401 - the embeddings file format, re-exported
+    EMBEDDINGS_FORMAT,
+    embeddings_model,
+    load_embeddings,
+    save_embeddings,
+)
 from fundiff.runtime import resolve_device
 from fundiff.schedules import NoiseSchedule
 
@@ -55,7 +58,8 @@ DEFAULT_STAGE1 = "DeepFloyd/IF-I-L-v1.0"
 DEFAULT_STAGE2 = "DeepFloyd/IF-II-L-v1.0"
 STAGE1_KEY = "partA.deepfloyd.stage1"
 STAGE2_KEY = "partA.deepfloyd.stage2"
-EMBEDDINGS_FORMAT = "fundiff.embeddings/1"
+DTYPE_KEY = "partA.deepfloyd.dtype"
+TE_DTYPE_KEY = "partA.deepfloyd.text_encoder.dtype"
 
 _DTYPES = {
     "fp32": torch.float32,
@@ -66,7 +70,6 @@ _DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 # --------------------------------------------------------------------------- devices, dtypes
@@ -79,12 +82,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype not in _DTYPES:
         raise FundiffError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
     return _DTYPES[dtype]
-
-
-def _is_local(model: str) -> bool:
-    """A local folder (existing, or clearly a path) rather than a hub id."""
-    p = Path(model).expanduser()
-    return p.exists() or model.startswith((".", "/", "~")) or not _REPO_ID.match(model)
 
 
 # --------------------------------------------------------------------------- access errors
@@ -138,7 +135,7 @@ def _access_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-def preflight(model: str, *, key: str = STAGE1_KEY) -> str:
+def preflight(model: str, *, key: str = STAGE1_KEY, revision: str | None = None) -> str:
     """Check that the pipeline ``model`` can be loaded, before any heavy work.
 
     A local folder must hold ``model_index.json``. A hub id must be reachable (or cached when
@@ -164,7 +161,7 @@ def preflight(model: str, *, key: str = STAGE1_KEY) -> str:
     try:
         from huggingface_hub import hf_hub_download
 
-        hf_hub_download(repo_id=model, filename="model_index.json")
+        hf_hub_download(repo_id=model, filename="model_index.json", revision=revision)
     except _access_errors() as err:
         raise FundiffError(_remedy(model, key, err)) from None
     return "hub"
@@ -174,6 +171,30 @@ def _has_variant_files(folder: Path, variant: str) -> bool:
     return any(folder.glob(f"*/*.{variant}.*"))
 
 
+def _check_offload(offload: str) -> None:
+    if offload not in OFFLOADS:
+        raise FundiffError(
+            f"config key partA.deepfloyd.offload: {offload!r} is not one of {OFFLOADS}"
+        )
+    if offload != "none" and not has_accelerate():
+        raise FundiffError(no_accelerate_message())
+
+
+def place(pipe: object, device: torch.device, offload: str = "none") -> None:
+    """Put ``pipe`` on ``device``: ``none`` moves every model there; ``model`` /
+    ``sequential`` keep the weights on the CPU and move whole models / single layers to
+    ``device`` while they run (diffusers' ``enable_model_cpu_offload`` /
+    ``enable_sequential_cpu_offload``). Code that runs the pipeline's models must then use
+    ``pipe._execution_device``, not ``pipe.device`` (which is ``cpu`` or ``meta``)."""
+    _check_offload(offload)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)  # type: ignore[attr-defined]
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)  # type: ignore[attr-defined]
+    else:
+        pipe.to(device)  # type: ignore[attr-defined]
+
+
 def _load_pipeline(
     model: str,
     *,
@@ -181,15 +202,20 @@ def _load_pipeline(
     device: str | torch.device,
     dtype: str | torch.dtype,
     variant: str | None,
-    cpu_offload: bool,
+    offload: str = "none",
+    dtype_key: str = DTYPE_KEY,
+    revision: str | None = None,
     **components: object,
 ):
-    """``DiffusionPipeline.from_pretrained`` with clear errors; placed on the best device."""
+    """``DiffusionPipeline.from_pretrained`` with clear errors, placed by :func:`place`."""
     from diffusers import DiffusionPipeline
 
-    kind = preflight(model, key=key)
+    _check_offload(offload)
+    kind = preflight(model, key=key, revision=revision)
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     dt = resolve_dtype(dtype, dev)
+    if dt == torch.float16 and dev.type == "cpu":
+        raise FundiffError(cpu_fp16_message(dtype_key))
     candidates: list[str | None]
     if variant == "auto":
         want = "fp16" if (dev.type == "cuda" and dt == torch.float16) else None
@@ -197,20 +223,19 @@ def _load_pipeline(
             want = None
         candidates = [want, None] if want else [None]
     else:
-        candidates = [variant or None]
+        candidates = [None if variant in (None, "none") else variant]
     last: BaseException | None = None
     for var in candidates:
         try:
-            pipe = DiffusionPipeline.from_pretrained(model, dtype=dt, variant=var, **components)
+            pipe = DiffusionPipeline.from_pretrained(
+                model, dtype=dt, variant=var, revision=revision, **components
+            )
             break
         except _access_errors() as err:
             last = err
     else:
         raise FundiffError(_remedy(model, key, last)) from None
-    if cpu_offload and dev.type == "cuda":
-        pipe.enable_model_cpu_offload(device=dev)
-    else:
-        pipe.to(dev)
+    place(pipe, dev, offload)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -224,7 +249,7 @@ def load_stage1(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     variant: str | None = "auto",
-    cpu_offload: bool = False,
+    offload: str = "none",
     key: str = STAGE1_KEY,
 ):
     """Load IF stage I (64 px) without its T5 encoder (``text_encoder=None``).
@@ -235,8 +260,8 @@ def load_stage1(
         dtype: ``"auto"`` (fp16 on cuda, fp32 on cpu), ``fp32``, ``fp16`` or ``bf16``.
         variant: ``"auto"`` uses ``"fp16"`` weight files on cuda+fp16 where they exist, else
             the default files; ``None`` never; a string is passed on.
-        cpu_offload: ``enable_model_cpu_offload`` (cuda only); the denoiser then uses
-            ``pipe._execution_device``.
+        offload: ``none``, ``model`` or ``sequential`` (see :func:`place`); the denoiser
+            uses ``pipe._execution_device`` either way.
         key: config key named in error messages.
 
     Returns:
@@ -249,7 +274,7 @@ def load_stage1(
         device=device,
         dtype=dtype,
         variant=variant,
-        cpu_offload=cpu_offload,
+        offload=offload,
         text_encoder=None,
         **_NO_EXTRAS,
     )
@@ -261,7 +286,7 @@ def load_stage2(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     variant: str | None = "auto",
-    cpu_offload: bool = False,
+    offload: str = "none",
     key: str = STAGE2_KEY,
 ):
     """Load IF stage II (64 -> 256 px ``IFSuperResolutionPipeline``) without T5; see load_stage1."""
@@ -271,7 +296,7 @@ def load_stage2(
         device=device,
         dtype=dtype,
         variant=variant,
-        cpu_offload=cpu_offload,
+        offload=offload,
         text_encoder=None,
         **_NO_EXTRAS,
     )
@@ -284,50 +309,54 @@ def encode_prompts(
     *,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
+    variant: str | None = "auto",
+    offload: str = "none",
+    revision: str | None = None,
     batch_size: int = 8,
     key: str = STAGE1_KEY,
+    with_empty: bool = True,
 ) -> dict[str, Tensor]:
     """T5-encode every prompt plus ``""`` once, with the pipeline's own ``encode_prompt``.
 
-    Loads the pipeline WITH its text encoder and ``unet=None``, encodes with
-    ``clean_caption=False``, frees it again.
+    Loads the pipeline WITH its text encoder and ``unet=None`` (one load for all prompts),
+    encodes with ``clean_caption=False``, frees it again.
 
     Args:
-        model: hub id or local folder of the stage-I pipeline.
-        prompts: prompts to encode (duplicates are encoded once; ``""`` is always added).
+        model: hub id or local folder of the stage-I pipeline (or any IF folder with T5).
+        prompts: prompts to encode (duplicates are encoded once; ``""`` is added unless
+            ``with_empty`` is False).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        dtype: ``"auto"`` (bf16 on cuda where supported, else fp32), ``fp32`` or ``bf16``.
-            fp16 is refused: T5 overflows to NaN in fp16.
+        dtype: ``"auto"`` (float16 on cuda, as IF ships T5; float32 on cpu), ``float32``,
+            ``float16`` (cuda only) or ``bfloat16``. Every embedding is checked for NaN/inf.
+        variant: ``"auto"`` loads the ``fp16`` weight files when encoding in float16 (where
+            they exist), ``None`` the default files, a string is passed on.
+        offload: ``none`` / ``model`` / ``sequential`` (see :func:`place`).
+        revision: hub branch/tag/commit.
         batch_size: prompts per encoder call.
 
     Returns:
         ``{prompt: (77, D) CPU tensor}`` in the encoder's dtype (D = 4096 for IF).
 
     Raises:
-        FundiffError: weights not accessible (see :func:`preflight`), fp16 asked for, or the
-            encoder produced NaN / inf.
+        FundiffError: weights not accessible (see :func:`preflight`), float16 on the CPU, or
+            the encoder produced NaN / inf (naming ``partA.deepfloyd.text_encoder.dtype``).
     """
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    if dtype == "auto":
-        cuda_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        dt = torch.bfloat16 if cuda_bf16 else torch.float32
-    else:
-        dt = resolve_dtype(dtype, dev)
-    if dt == torch.float16:
-        raise FundiffError(
-            "T5 prompt encoding in fp16 gives NaN; use dtype fp32 or bf16 (partA.deepfloyd.encode_dtype)"
-        )
-    unique = list(dict.fromkeys([*(str(p) for p in prompts), ""]))
+    dt = resolve_dtype(dtype, dev)
+    unique = list(dict.fromkeys([*(str(p) for p in prompts), *([""] if with_empty else [])]))
     pipe = _load_pipeline(
         model,
         key=key,
         device=dev,
         dtype=dt,
-        variant=None,
-        cpu_offload=False,
+        variant=variant,
+        offload=offload,
+        dtype_key=TE_DTYPE_KEY,
+        revision=revision,
         unet=None,
         **_NO_EXTRAS,
     )
+    run_on = pipe._execution_device
     if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "tokenizer", None) is None:
         raise FundiffError(
             f"{model!r} (config key {key}) has no text encoder / tokenizer to encode prompts"
@@ -338,13 +367,13 @@ def encode_prompts(
             for s in range(0, len(unique), max(1, int(batch_size))):
                 chunk = unique[s : s + max(1, int(batch_size))]
                 emb, _ = pipe.encode_prompt(
-                    chunk, do_classifier_free_guidance=False, device=dev, clean_caption=False
+                    chunk, do_classifier_free_guidance=False, device=run_on, clean_caption=False
                 )
                 bad = [p for p, e in zip(chunk, emb, strict=True) if not torch.isfinite(e).all()]
                 if bad:
                     raise FundiffError(
-                        f"T5 embeddings contain NaN/inf in {dt} for prompts {bad!r}; "
-                        "encode in fp32 (or bf16)"
+                        f"config key {TE_DTYPE_KEY}: T5 embeddings contain NaN/inf in {dt} for "
+                        f"prompts {bad!r}; set it to bfloat16 or float32"
                     )
                 for p, e in zip(chunk, emb, strict=True):
                     out[p] = e.detach().to("cpu").clone()
@@ -354,81 +383,6 @@ def encode_prompts(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return out
-
-
-def save_embeddings(
-    path: str | Path, embeddings: Mapping[str, Tensor], *, model: str | None = None
-) -> None:
-    """Write ``{prompt: (L, D) tensor}`` as one safetensors file (see the module docstring).
-
-    The write is atomic (temporary file + rename).
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    prompts = list(embeddings)
-    tensors = {}
-    for i, p in enumerate(prompts):
-        e = embeddings[p]
-        if e.ndim == 3 and e.shape[0] == 1:
-            e = e[0]
-        if e.ndim != 2:
-            raise FundiffError(f"embedding for {p!r} must be (L, D), got {tuple(e.shape)}")
-        tensors[f"emb_{i:05d}"] = e.detach().to("cpu").contiguous()
-    meta = {"format": EMBEDDINGS_FORMAT, "prompts": json.dumps(prompts), "model": model or ""}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
-def _read_meta(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def load_embeddings(path: str | Path) -> dict[str, Tensor]:
-    """Read an embeddings file: ``{prompt: (L, D) CPU tensor}``.
-
-    Accepts this module's safetensors format and the course's ``prompt_embeds_dict.pth``
-    (a torch dict of (1, 77, 4096); loaded with ``weights_only=True``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FundiffError(
-            f"embeddings file {str(path)!r} not found (run the prompt-encoding step)"
-        )
-    if path.suffix in (".pth", ".pt"):
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise FundiffError(f"cannot read embeddings file {str(path)!r}: {err}") from None
-        if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
-            raise FundiffError(f"{str(path)!r} is not a dict of prompt -> tensor")
-        return {str(k): (v[0] if v.ndim == 3 and v.shape[0] == 1 else v) for k, v in raw.items()}
-    from safetensors.torch import load_file
-
-    try:
-        meta = _read_meta(path)
-        tensors = load_file(str(path))
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise FundiffError(f"cannot read embeddings file {str(path)!r}: {err}") from None
-    if meta.get("format") != EMBEDDINGS_FORMAT:
-        raise FundiffError(
-            f"{str(path)!r} is not a fundiff embeddings file (format {meta.get('format')!r})"
-        )
-    prompts = json.loads(meta["prompts"])
-    return {p: tensors[f"emb_{i:05d}"] for i, p in enumerate(prompts)}
-
-
-def embeddings_model(path: str | Path) -> str | None:
-    """The model id/folder recorded in a safetensors embeddings file (None if unknown)."""
-    path = Path(path)
-    if path.suffix in (".pth", ".pt") or not path.is_file():
-        return None
-    return _read_meta(path).get("model") or None
 
 
 # --------------------------------------------------------------------------- the denoiser
