@@ -355,3 +355,22 @@ def test_per_image_prompts_condition_each_image():
     assert out.shape == (3, 3, 8, 8)
     with pytest.raises(FundiffError, match="per-image"):
         S.predict_noise(d, x, 500, branches=[S.Branch(d.conditions(["a"] * 3), per_image=True)])
+
+
+def test_pipeline_step_follows_the_scheduler_config():
+    d = FakeDenoiser()
+    x = torch.randn(2, 3, 8, 8, generator=seed_generator(6)) * 3
+    kw = dict(branches=[S.Branch(d.conditions(["a"])[0])], final_step=True)
+    a3 = S.denoise(d, x, TS, generator=seed_generator(1), **kw)
+    # no scheduler on the denoiser: the pipeline is the plain A.3 step, bit for bit
+    assert torch.equal(S.denoise(d, x, TS, generator=seed_generator(1), step="pipeline", **kw), a3)
+    d.scheduler = if_scheduler(thresholding=True, sample_max_value=1.5)
+    th = S.denoise(d, x, TS, generator=seed_generator(1), step="pipeline", **kw)
+    ref = S.denoise(d, x, TS, generator=seed_generator(1), step="scheduler", **kw)
+    assert torch.allclose(th, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(th, a3, atol=1e-3) and th.abs().max() <= 1.0 + 1e-6
+    d.scheduler = if_scheduler(clip_sample=True, clip_sample_range=0.5)
+    clipped = S.denoise(d, x, TS, generator=seed_generator(1), step="pipeline", **kw)
+    assert clipped.abs().max() <= 0.5 + 1e-6
+    with pytest.raises(FundiffError, match="step must be"):
+        S.denoise(d, x, TS, generator=seed_generator(1), step="ddim", **kw)

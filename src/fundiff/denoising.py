@@ -22,7 +22,7 @@ from fundiff.denoisers import Denoiser
 from fundiff.errors import FundiffError
 from fundiff.guidance import Branch, predict_noise
 from fundiff.schedules import NoiseSchedule, course_timesteps, randn_like
-from fundiff.steps import DDPMStep
+from fundiff.steps import DDPMStep, Thresholding
 
 __all__ = ["Callback", "Prompt", "denoise", "default_timesteps", "make_step"]
 
@@ -94,13 +94,30 @@ def make_step(
     """The step object :func:`denoise` uses, with its timesteps set.
 
     ``step="a3"``: a :class:`~fundiff.steps.DDPMStep` with the given variance, x0^ clamped to
-    ``value_range`` when ``clip_x0``. ``step="scheduler"``: a copy of a diffusers scheduler
-    (default ``denoiser.scheduler``); the original is not changed.
+    ``value_range`` when ``clip_x0`` (the course's update). ``step="pipeline"``: the step the
+    model's own pipeline takes: the same DDPMStep with the dynamic thresholding (or clipping)
+    its diffusers scheduler's config asks for (``denoiser.scheduler``; none for a denoiser
+    without one, e.g. the MNIST DDPM, whose pipeline is the plain A.3 step).
+    ``step="scheduler"``: a copy of a diffusers scheduler (default ``denoiser.scheduler``);
+    the original is not changed.
     """
+    var = _resolve_variance(denoiser, variance)
+    clip = tuple(denoiser.value_range) if clip_x0 else None
     if step == "a3":
-        clip = tuple(denoiser.value_range) if clip_x0 else None
-        var = _resolve_variance(denoiser, variance)
         return DDPMStep(denoiser.schedule, variance=var, clip=clip, timesteps=timesteps)
+    if step == "pipeline":
+        sched = scheduler if scheduler is not None else getattr(denoiser, "scheduler", None)
+        config = getattr(sched, "config", None)
+        if clip is None and getattr(config, "clip_sample", False):
+            r = float(config.clip_sample_range)
+            clip = (-r, r)
+        return DDPMStep(
+            denoiser.schedule,
+            variance=var,
+            clip=clip,
+            threshold=Thresholding.from_scheduler(sched),
+            timesteps=timesteps,
+        )
     if step == "scheduler":
         base = scheduler if scheduler is not None else getattr(denoiser, "scheduler", None)
         if base is None or not hasattr(base, "step"):
@@ -108,7 +125,7 @@ def make_step(
         sched = copy.deepcopy(base)
         sched.set_timesteps(timesteps=list(timesteps), device=device)
         return sched
-    raise FundiffError(f"step must be 'a3' or 'scheduler', got {step!r}")
+    raise FundiffError(f"step must be 'a3', 'pipeline' or 'scheduler', got {step!r}")
 
 
 @torch.no_grad()
@@ -127,10 +144,11 @@ def denoise(
     inpaint: tuple[Tensor, Tensor] | None = None,
     repaint_jumps: int = 0,
     callback: Callback | None = None,
-    step: Literal["a3", "scheduler"] = "a3",
+    step: Literal["a3", "pipeline", "scheduler"] = "a3",
     scheduler: object | None = None,
     final_step: bool = False,
     clip_x0: bool = False,
+    image: Tensor | None = None,
 ) -> Tensor:
     """Denoise ``x_t`` (at ``timesteps[i_start]``) down the strided list.
 
@@ -152,14 +170,18 @@ def denoise(
         repaint_jumps: RePaint resampling: after each (projected) step re-noise ``x_{t'}`` to
             ``t`` and redo the step, this many extra times (0 = plain course inpainting).
         callback: ``callback(i, t, x_t, x0_hat)`` once per step, before the update.
-        step: ``"a3"`` (the course's update, thresholding off) or ``"scheduler"`` (a diffusers
-            scheduler's own ``step``, e.g. with IF's dynamic thresholding).
-        scheduler: the diffusers scheduler for ``step="scheduler"`` (default
+        step: ``"a3"`` (the course's update, thresholding off), ``"pipeline"`` (the update
+            the model's own pipeline makes: for IF, dynamic thresholding every step, as
+            ``IFPipeline`` does) or ``"scheduler"`` (a diffusers scheduler's own ``step``);
+            see :func:`make_step`.
+        scheduler: the diffusers scheduler for ``step="scheduler"``/``"pipeline"`` (default
             ``denoiser.scheduler``); a copy is used, the original is not changed.
         final_step: also step from ``ts[-1]`` to the clean image (``abar = 1``), as a diffusers
             pipeline does; no noise is added at ``t = 0``.
         clip_x0: clamp the one-step estimate to ``denoiser.value_range`` inside the A.3 update
             (diffusers' ``clip_sample``); off by default, like the course.
+        image: conditioning image concatenated to ``x_t`` for every model call (IF stage II);
+            see :func:`~fundiff.guidance.predict_noise`.
 
     Returns:
         (B, C, H, W) the denoised images (not clipped).
@@ -214,6 +236,7 @@ def denoise(
                 null_cond=null_cond,
                 guidance=guidance,
                 reduce=reduce,
+                image=image,
             )
             if var is None and wants_variance:
                 raise FundiffError("the scheduler expects learned variance; the model has none")

@@ -101,6 +101,7 @@ def predict_noise(
     null_cond: Tensor | None = None,
     guidance: float | None = None,
     reduce: Literal["mean", "sum"] = "mean",
+    image: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The guided, inverse-viewed, filtered and reduced noise estimate at one step.
 
@@ -116,6 +117,10 @@ def predict_noise(
             with ``guidance``.
         guidance: CFG scale ``g`` or None for no unconditional pass.
         reduce: ``"mean"`` (anagrams) or ``"sum"`` (hybrids) over branches.
+        image: optional (B, C', H, W) conditioning image concatenated to ``x_t`` along the
+            channels *before* each view (IF stage II's upscaled low-resolution image, viewed
+            together with ``x_t`` as the reference anagram code does); the denoiser then gets
+            ``C + C'`` input channels and returns C noise channels.
 
     Returns:
         ``(eps, variance)``: (B, C, H, W) each; ``variance`` is branch 0's conditional learned
@@ -128,7 +133,8 @@ def predict_noise(
     if guidance is not None and null_cond is None:
         raise FundiffError("classifier-free guidance needs the null ('') condition")
     b = x_t.shape[0]
-    xs = [br.view.view(x_t) for br in branches]
+    x_full = x_t if image is None else torch.cat([x_t, image.to(x_t.device, x_t.dtype)], dim=1)
+    xs = [br.view.view(x_full) for br in branches]
     cs = [_expand(br.cond, b, br.per_image, "branch") for br in branches]
     uncond_slot: list[int] = []
     if guidance is not None:
@@ -137,14 +143,14 @@ def predict_noise(
             if br.view not in distinct:
                 distinct.append(br.view)
             uncond_slot.append(len(branches) + distinct.index(br.view))
-        xs += [v.view(x_t) for v in distinct]
+        xs += [v.view(x_full) for v in distinct]
         null = _expand(null_cond, b, False, "null condition")  # type: ignore[arg-type]
         cs += [null] * len(distinct)
     x_in = torch.cat(xs)
     c_in = torch.cat([c.to(cs[0].dtype) for c in cs])
     t_in = _timestep_vector(t, b, x_t.device).repeat(len(xs))
     out = denoiser(x_in, t_in, c_in)
-    if out.eps.shape != x_in.shape:
+    if out.eps.shape != (x_in.shape[0], *x_t.shape[1:]):
         raise FundiffError(
             f"denoiser returned eps {tuple(out.eps.shape)} for input {tuple(x_in.shape)}"
         )

@@ -110,6 +110,7 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None, out: Path
             timesteps=ts,
             guidance=job.backend["guidance"],
             final_step=True,
+            step="pipeline",  # as the model's own pipeline steps (IF: dynamic thresholding)
             **job.kw,
         )
         rows.append(_row(x))
