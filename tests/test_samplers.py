@@ -12,9 +12,10 @@ import torch
 from fundiff import samplers as S
 from fundiff.denoisers import Denoiser, DenoiserOutput
 from fundiff.errors import FundiffError
+from fundiff.filters import HighPass, LowPass
 from fundiff.runtime import seed_generator
 from fundiff.schedules import NoiseSchedule, strided_timesteps
-from fundiff.views import HighPass, LowPass, get_view
+from fundiff.views import get_view
 
 torch.set_num_threads(1)
 
@@ -124,7 +125,7 @@ def test_denoise_a3_equals_scheduler_loop_for_cfg_anagram():
 
 
 # ----------------------------------------------------------------------------- one prediction
-def test_cfg_views_and_variance_of_branch_zero():
+def test_cfg_views_and_variance_combination():
     d = FakeDenoiser()
     x = torch.randn(3, 3, 8, 8, generator=seed_generator(2))
     t = 600
@@ -148,7 +149,23 @@ def test_cfg_views_and_variance_of_branch_zero():
     g1 = rot.inverse(e1u.eps + 3.0 * (e1c.eps - e1u.eps))
     g2 = -(e2u.eps + 3.0 * (e2c.eps - e2u.eps))
     assert torch.allclose(eps, (g1 + g2) / 2, atol=1e-6)
-    assert torch.allclose(var, rot.inverse(e1c.variance), atol=1e-6)  # conditional, branch 0
+    # default: the mean of the inverse-viewed conditional variances (visual_anagrams);
+    # negation leaves a variance alone
+    mean = (rot.inverse(e1c.variance) + e2c.variance) / 2
+    assert torch.allclose(var, mean, atol=1e-6)
+    assert not torch.allclose(var, rot.inverse(e1c.variance), atol=1e-3)
+    _, first = S.predict_noise(
+        d,
+        x,
+        t,
+        branches=[S.Branch(ca, view=rot), S.Branch(cb, view=get_view("negate"))],
+        null_cond=cn,
+        guidance=3.0,
+        variance_combine="first",
+    )
+    assert torch.allclose(first, rot.inverse(e1c.variance), atol=1e-6)  # conditional, branch 0
+    with pytest.raises(FundiffError, match="variance_combine"):
+        S.predict_noise(d, x, t, branches=[S.Branch(ca)], variance_combine="max")
 
 
 def test_hybrid_sums_low_and_high_pass_of_guided_estimates():

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from fundiff.errors import FundiffError
-from fundiff.views import gaussian_blur
+from fundiff.filters import gaussian_blur
 
 __all__ = ["psnr", "best_blur"]
 

@@ -149,6 +149,7 @@ def denoise(
     final_step: bool = False,
     clip_x0: bool = False,
     image: Tensor | None = None,
+    variance_combine: Literal["mean", "first"] = "mean",
 ) -> Tensor:
     """Denoise ``x_t`` (at ``timesteps[i_start]``) down the strided list.
 
@@ -157,7 +158,7 @@ def denoise(
         x_t: (B, C, H, W) images at noise level ``timesteps[i_start]``; not modified.
         timesteps: strictly decreasing ints in [0, T-1]; default the course's 990..0 by 30
             (scaled to the denoiser's T).
-        branches, null_cond, guidance, reduce: see :func:`predict_noise`.
+        branches, null_cond, guidance, reduce, variance_combine: see :func:`predict_noise`.
         i_start: index of the first step; steps run for ``i = i_start .. len(ts) - 2``
             (the course's loop: the result is at ``ts[-1]``, i.e. t = 0).
         generator: source of every noise draw (required unless no step adds noise).
@@ -237,6 +238,7 @@ def denoise(
                 guidance=guidance,
                 reduce=reduce,
                 image=image,
+                variance_combine=variance_combine,
             )
             if var is None and wants_variance:
                 raise FundiffError("the scheduler expects learned variance; the model has none")

@@ -9,7 +9,8 @@ One noise prediction for a step is assembled here:
 * :func:`predict_noise` -- Part A's single batched model call over every branch's view (and
   the shared unconditional passes), then inverse views, CFG on the noise half only, the
   branch filter and the reduction; the learned variance (never guided, filtered or negated)
-  comes from branch 0's conditional pass.
+  is the mean of every branch's inverse-viewed conditional variance (as visual_anagrams
+  does), or branch 0's with ``variance_combine="first"``.
 
 Tensors are (B, C, H, W); a model's output may carry learned-variance channels after the
 noise channels, as IF's does (``2C`` channels).
@@ -28,10 +29,13 @@ from fundiff.denoisers import Denoiser
 from fundiff.errors import FundiffError
 from fundiff.views import Identity, View
 
-__all__ = ["Branch", "cfg", "reduce_terms", "predict_noise", "REDUCTIONS"]
+__all__ = ["Branch", "cfg", "reduce_terms", "predict_noise", "REDUCTIONS", "VARIANCE_COMBINES"]
 
 #: how branch estimates combine: ``mean`` (anagrams) or ``sum`` (hybrids)
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+#: how branches' learned variances combine: ``mean`` of the inverse-viewed conditional
+#: variances of all branches (visual_anagrams), or ``first`` (branch 0's only)
+VARIANCE_COMBINES: tuple[str, ...] = ("mean", "first")
 
 
 def cfg(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
@@ -102,6 +106,7 @@ def predict_noise(
     guidance: float | None = None,
     reduce: Literal["mean", "sum"] = "mean",
     image: Tensor | None = None,
+    variance_combine: Literal["mean", "first"] = "mean",
 ) -> tuple[Tensor, Tensor | None]:
     """The guided, inverse-viewed, filtered and reduced noise estimate at one step.
 
@@ -121,15 +126,21 @@ def predict_noise(
             channels *before* each view (IF stage II's upscaled low-resolution image, viewed
             together with ``x_t`` as the reference anagram code does); the denoiser then gets
             ``C + C'`` input channels and returns C noise channels.
+        variance_combine: ``"mean"`` (default) or ``"first"``, see ``VARIANCE_COMBINES``.
 
     Returns:
-        ``(eps, variance)``: (B, C, H, W) each; ``variance`` is branch 0's conditional learned
-        variance mapped back by its view's ``inverse_variance``, or None.
+        ``(eps, variance)``: (B, C, H, W) each; ``variance`` combines the branches'
+        conditional learned variances, each mapped back by its view's ``inverse_variance``
+        (None for models without learned variance).
     """
     if not branches:
         raise FundiffError("at least one branch (prompt) is needed")
     if reduce not in REDUCTIONS:
         raise FundiffError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    if variance_combine not in VARIANCE_COMBINES:
+        raise FundiffError(
+            f"variance_combine must be one of {VARIANCE_COMBINES}, got {variance_combine!r}"
+        )
     if guidance is not None and null_cond is None:
         raise FundiffError("classifier-free guidance needs the null ('') condition")
     b = x_t.shape[0]
@@ -164,7 +175,9 @@ def predict_noise(
             e = br.filter.inverse(e)
         terms.append(e)
     eps = reduce_terms(terms, reduce)
-    var = None
-    if out.variance is not None:
-        var = branches[0].view.inverse_variance(out.variance[:b])
+    if out.variance is None:
+        return eps, None
+    chunks = out.variance.split(b)
+    used = branches[:1] if variance_combine == "first" else branches
+    var = reduce_terms([br.view.inverse_variance(chunks[k]) for k, br in enumerate(used)])
     return eps, var

@@ -18,9 +18,10 @@ from torch import Tensor
 from fundiff import samplers
 from fundiff.errors import FundiffError
 from fundiff.figures import image_grid
+from fundiff.filters import gaussian_blur, hybrid_filters
 from fundiff.runtime import seed_generator
 from fundiff.schedules import NoiseSchedule, course_timesteps, leading_timesteps, scale_timestep
-from fundiff.views import gaussian_blur, get_view, hybrid_filters
+from fundiff.views import get_view
 
 Settings = Mapping[str, Any]
 

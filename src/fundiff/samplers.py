@@ -34,9 +34,10 @@ from fundiff.denoising import (
     denoise,
 )
 from fundiff.errors import FundiffError
+from fundiff.filters import gaussian_blur, hybrid_filters
 from fundiff.guidance import Branch, predict_noise
 from fundiff.schedules import randn_like
-from fundiff.views import View, gaussian_blur, get_view, hybrid_filters
+from fundiff.views import View, get_view
 
 __all__ = [
     "Branch",
@@ -306,10 +307,12 @@ def visual_anagram(
     dtype: torch.dtype = torch.float32,
     **kwargs: object,
 ) -> Tensor:
-    """Course A.1.8: ``eps = mean_k V_k^-1 CFG(V_k x_t, p_k)``; variance of branch 0.
+    """Course A.1.8: ``eps = mean_k V_k^-1 CFG(V_k x_t, p_k)``.
 
     ``prompts[k]`` is what the image shows under ``views[k]`` (names as in
-    :func:`fundiff.views.get_view`; default: upright / vertically flipped).
+    :func:`fundiff.views.get_view`; default: upright / vertically flipped). The learned
+    variance is the mean of the branches' inverse-viewed variances (the reference's rule);
+    ``variance_combine="first"`` keeps branch 0's (this project's earlier rule).
     Returns (n, C, R, R) in the first view's frame.
     """
     if len(prompts) != len(views) or len(prompts) < 1:
