@@ -122,3 +122,67 @@ def test_stage2_equals_ifsuperresolutionpipeline(course):
         output_type="pt",
     ).images
     assert torch.allclose(a, b, rtol=1e-4, atol=2e-4)
+
+
+# ----------------------------------------------------------------------------- stage II tricks
+def _reference_stage2(pipe, low, embs, neg, views, filters, steps, seed, guidance=4.0):
+    """visual_anagrams' sample_stage_2 loop (views on cat([x, upscaled]), CFG, inverse views,
+    mean of noise and variances; factorized: per-branch filter, sum) with diffusers' step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    sched = copy.deepcopy(pipe.scheduler)
+    sched.set_timesteps(steps)
+    g = seed_generator(seed)
+    x = torch.randn(low.shape[0], 3, 256, 256, generator=g)
+    up = F.interpolate(low, (256, 256), mode="bilinear", align_corners=True)
+    level = torch.tensor([250] * low.shape[0])
+    up = pipe.image_noising_scheduler.add_noise(up, torch.randn(up.shape, generator=g), level)
+    for t in sched.timesteps:
+        inp = torch.cat([x, up], 1)
+        eps_terms, var_terms = [], []
+        for e, v, f in zip(embs, views, filters, strict=True):
+            vi = v.view(inp)
+            batch = torch.cat([vi, vi])
+            cond = torch.cat([neg[None], e[None]]).repeat_interleave(low.shape[0], 0)
+            out = pipe.unet(batch, t, encoder_hidden_states=cond, class_labels=level.repeat(2))[0]
+            u, c = out.chunk(2)
+            eps = v.inverse(u[:, :3] + guidance * (c[:, :3] - u[:, :3]))
+            eps_terms.append(f.inverse(eps) if f is not None else eps)
+            var_terms.append(v.inverse_variance(c[:, 3:]))
+        if filters[0] is None:
+            eps = sum(eps_terms) / len(eps_terms)
+        else:
+            eps = sum(eps_terms)
+        var = sum(var_terms) / len(var_terms)
+        x = sched.step(torch.cat([eps, var], 1), t, x, generator=g, return_dict=False)[0]
+    return x
+
+
+def test_stage2_anagram_and_hybrid_follow_the_reference_loop(course):
+    from fundiff.views import get_view
+
+    emb = course["emb"]
+    low = _ifpipeline(course, 3, n=1)
+    embs = [emb[PROMPT], emb[""] * 0.5]  # two different conditions
+    views = [get_view("identity"), get_view("jigsaw")]
+    ours = superres.upsample_anagram(
+        course["stage2"], low, embs, emb[""], views, steps=2, generator=seed_generator(9)
+    )
+    ref = _reference_stage2(course["stage2"], low, embs, emb[""], views, [None, None], 2, 9)
+    assert ours.shape == (1, 3, 256, 256)
+    assert torch.allclose(ours, ref, rtol=1e-4, atol=2e-4)
+    plain = superres.upsample(
+        course["stage2"], low, emb[PROMPT], emb[""], steps=2, generator=seed_generator(9)
+    )
+    assert not torch.allclose(ours, plain, atol=1e-3)
+
+    filters = superres.stage2_filters(4)
+    assert filters[0].kernel_size == 133 and filters[0].sigma == 8.0
+    ours_h = superres.upsample_hybrid(
+        course["stage2"], low, embs, emb[""], steps=2, generator=seed_generator(9)
+    )
+    ident = [get_view("identity")] * 2
+    ref_h = _reference_stage2(course["stage2"], low, embs, emb[""], ident, filters, 2, 9)
+    assert torch.allclose(ours_h, ref_h, rtol=1e-4, atol=2e-4)

@@ -23,7 +23,14 @@ from fundiff.denoisers import DenoiserOutput
 from fundiff.errors import FundiffError
 from fundiff.schedules import NoiseSchedule, leading_timesteps, randn_like
 
-__all__ = ["SuperResDenoiser", "noised_low_res", "upsample"]
+__all__ = [
+    "SuperResDenoiser",
+    "noised_low_res",
+    "upsample",
+    "upsample_anagram",
+    "upsample_hybrid",
+    "stage2_filters",
+]
 
 
 class SuperResDenoiser:
@@ -198,3 +205,98 @@ def upsample(
         image=low,
     )
     return out.to(images.device, torch.float32)
+
+
+def upsample_anagram(
+    stage2_pipe: object,
+    images: Tensor,
+    prompt_embeds: Sequence[Tensor],
+    negative_embeds: Tensor,
+    views: Sequence[object],
+    **kwargs: object,
+) -> Tensor:
+    """Stage II of a visual anagram: the same views at 256 px, so the illusion holds.
+
+    As visual_anagrams' ``sample_stage_2``: each step views ``cat([x_t, low_res])`` per
+    branch, guides, inverts and averages the noise (and the variances). ``prompt_embeds[k]``
+    (77, D) is what the image shows under ``views[k]`` (View objects or names of
+    :func:`fundiff.views.get_view`). Other keyword arguments as :func:`upsample`.
+    Returns (B, 3, 256, 256) float32.
+    """
+    from fundiff.guidance import Branch
+    from fundiff.views import View, get_view
+
+    if len(prompt_embeds) != len(views) or not views:
+        raise FundiffError(
+            f"need one view per prompt, got {len(prompt_embeds)} prompts, {len(views)} views"
+        )
+    vs = [v if isinstance(v, View) else get_view(str(v)) for v in views]
+    branches = [Branch(e, view=v) for e, v in zip(prompt_embeds, vs, strict=True)]
+    return upsample(
+        stage2_pipe,
+        images,
+        prompt_embeds[0],
+        negative_embeds,
+        branches=branches,
+        reduce="mean",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def stage2_filters(
+    factor: int,
+    *,
+    sigma: float = 2.0,
+    kernel_size: int = 33,
+    band_sigma: float | None = None,
+) -> list[object]:
+    """The hybrid filters of stage I (sigmas / kernel in stage-I pixels) scaled by ``factor``.
+
+    As the reference: ``sigma * factor`` and kernel ``kernel_size * factor`` made odd (33 at
+    64 px -> 133 / sigma 8 at 256 px).
+    """
+    from fundiff.filters import hybrid_filters
+
+    k = int(kernel_size) * factor + (factor + 1) % 2
+    band = None if band_sigma is None else float(band_sigma) * factor
+    return hybrid_filters(64 * factor, sigma=float(sigma) * factor, kernel_size=k, band_sigma=band)
+
+
+def upsample_hybrid(
+    stage2_pipe: object,
+    images: Tensor,
+    prompt_embeds: Sequence[Tensor],
+    negative_embeds: Tensor,
+    *,
+    sigma: float = 2.0,
+    kernel_size: int = 33,
+    band_sigma: float | None = None,
+    **kwargs: object,
+) -> Tensor:
+    """Stage II of a hybrid image: the same factorization (scaled to 256 px) every step.
+
+    ``prompt_embeds`` coarse to fine (low, [band,] high); ``sigma`` / ``kernel_size`` /
+    ``band_sigma`` in stage-I pixels as for :func:`fundiff.samplers.hybrid`, scaled by the
+    upsampling factor (:func:`stage2_filters`). Other keyword arguments as :func:`upsample`.
+    Returns (B, 3, 256, 256) float32.
+    """
+    from fundiff.guidance import Branch
+
+    factor = int(stage2_pipe.unet.config.sample_size) // images.shape[-1]  # type: ignore[attr-defined]
+    filters = stage2_filters(
+        max(1, factor), sigma=sigma, kernel_size=kernel_size, band_sigma=band_sigma
+    )
+    if len(prompt_embeds) != len(filters):
+        raise FundiffError(
+            f"hybrid needs {len(filters)} prompts (coarse to fine), got {len(prompt_embeds)}"
+        )
+    branches = [Branch(e, filter=f) for e, f in zip(prompt_embeds, filters, strict=True)]
+    return upsample(
+        stage2_pipe,
+        images,
+        prompt_embeds[0],
+        negative_embeds,
+        branches=branches,
+        reduce="sum",
+        **kwargs,  # type: ignore[arg-type]
+    )
