@@ -12,9 +12,10 @@ import torch
 from fundiff import samplers as S
 from fundiff.denoisers import Denoiser, DenoiserOutput
 from fundiff.errors import FundiffError
+from fundiff.filters import HighPass, LowPass
 from fundiff.runtime import seed_generator
 from fundiff.schedules import NoiseSchedule, strided_timesteps
-from fundiff.views import HighPass, LowPass, get_view
+from fundiff.views import get_view
 
 torch.set_num_threads(1)
 
@@ -92,63 +93,7 @@ def test_fakes_satisfy_the_protocol():
     assert isinstance(FakeDenoiser(), Denoiser)
 
 
-# ----------------------------------------------------------------------------- A.3 vs diffusers
-@pytest.mark.parametrize("clip", [False, True])
-def test_a3_step_with_learned_variance_equals_ddpm_scheduler_step(clip):
-    sched = if_scheduler(clip_sample=clip)
-    sched.set_timesteps(timesteps=TS)
-    schedule = NoiseSchedule.from_diffusers(sched)
-    g = seed_generator(0)
-    for i, t in enumerate(TS):
-        t_prev = TS[i + 1] if i + 1 < len(TS) else -1
-        x = torch.randn(2, 3, 8, 8, generator=g)
-        eps = torch.randn(2, 3, 8, 8, generator=g)
-        var = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
-        ours, x0 = S._a3_step(
-            x,
-            eps,
-            var,
-            t,
-            t_prev,
-            schedule,
-            variance="learned",
-            generator=seed_generator(100 + i),
-            clip=(-1.0, 1.0) if clip else None,
-        )
-        ref = sched.step(
-            torch.cat([eps, var], 1), t, x, generator=seed_generator(100 + i), return_dict=False
-        )
-        assert torch.allclose(ours, ref[0], rtol=1e-5, atol=1e-5), f"x_prev differs at t={t}"
-        assert torch.allclose(x0, ref[1], rtol=1e-5, atol=1e-5), f"x0 differs at t={t}"
-        if t == 0:  # the last step adds no noise: deterministic
-            assert torch.allclose(ours, x0, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("ours", "theirs"), [("beta", "fixed_large"), ("posterior", "fixed_small")]
-)
-def test_fixed_variance_steps_equal_diffusers(ours, theirs):
-    sched = if_scheduler(variance_type=theirs)
-    sched.set_timesteps(timesteps=TS)
-    schedule = NoiseSchedule.from_diffusers(sched)
-    g = seed_generator(1)
-    for i, t in enumerate(TS[:-1]):
-        x, eps = torch.randn(2, 1, 6, 6, generator=g), torch.randn(2, 1, 6, 6, generator=g)
-        a, _ = S._a3_step(
-            x,
-            eps,
-            None,
-            t,
-            TS[i + 1],
-            schedule,
-            variance=ours,
-            generator=seed_generator(i),
-            clip=None,
-        )
-        b = sched.step(eps, t, x, generator=seed_generator(i), return_dict=False)[0]
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), f"t={t}"
-
-
+# ----------------------------------------------------------------------------- the loop vs diffusers
 def test_denoise_a3_equals_scheduler_loop_for_cfg_anagram():
     d = FakeDenoiser()
     x = torch.randn(2, 3, 8, 8, generator=seed_generator(5))
@@ -180,7 +125,7 @@ def test_denoise_a3_equals_scheduler_loop_for_cfg_anagram():
 
 
 # ----------------------------------------------------------------------------- one prediction
-def test_cfg_views_and_variance_of_branch_zero():
+def test_cfg_views_and_variance_combination():
     d = FakeDenoiser()
     x = torch.randn(3, 3, 8, 8, generator=seed_generator(2))
     t = 600
@@ -204,7 +149,23 @@ def test_cfg_views_and_variance_of_branch_zero():
     g1 = rot.inverse(e1u.eps + 3.0 * (e1c.eps - e1u.eps))
     g2 = -(e2u.eps + 3.0 * (e2c.eps - e2u.eps))
     assert torch.allclose(eps, (g1 + g2) / 2, atol=1e-6)
-    assert torch.allclose(var, rot.inverse(e1c.variance), atol=1e-6)  # conditional, branch 0
+    # default: the mean of the inverse-viewed conditional variances (visual_anagrams);
+    # negation leaves a variance alone
+    mean = (rot.inverse(e1c.variance) + e2c.variance) / 2
+    assert torch.allclose(var, mean, atol=1e-6)
+    assert not torch.allclose(var, rot.inverse(e1c.variance), atol=1e-3)
+    _, first = S.predict_noise(
+        d,
+        x,
+        t,
+        branches=[S.Branch(ca, view=rot), S.Branch(cb, view=get_view("negate"))],
+        null_cond=cn,
+        guidance=3.0,
+        variance_combine="first",
+    )
+    assert torch.allclose(first, rot.inverse(e1c.variance), atol=1e-6)  # conditional, branch 0
+    with pytest.raises(FundiffError, match="variance_combine"):
+        S.predict_noise(d, x, t, branches=[S.Branch(ca)], variance_combine="max")
 
 
 def test_hybrid_sums_low_and_high_pass_of_guided_estimates():
@@ -411,3 +372,22 @@ def test_per_image_prompts_condition_each_image():
     assert out.shape == (3, 3, 8, 8)
     with pytest.raises(FundiffError, match="per-image"):
         S.predict_noise(d, x, 500, branches=[S.Branch(d.conditions(["a"] * 3), per_image=True)])
+
+
+def test_pipeline_step_follows_the_scheduler_config():
+    d = FakeDenoiser()
+    x = torch.randn(2, 3, 8, 8, generator=seed_generator(6)) * 3
+    kw = dict(branches=[S.Branch(d.conditions(["a"])[0])], final_step=True)
+    a3 = S.denoise(d, x, TS, generator=seed_generator(1), **kw)
+    # no scheduler on the denoiser: the pipeline is the plain A.3 step, bit for bit
+    assert torch.equal(S.denoise(d, x, TS, generator=seed_generator(1), step="pipeline", **kw), a3)
+    d.scheduler = if_scheduler(thresholding=True, sample_max_value=1.5)
+    th = S.denoise(d, x, TS, generator=seed_generator(1), step="pipeline", **kw)
+    ref = S.denoise(d, x, TS, generator=seed_generator(1), step="scheduler", **kw)
+    assert torch.allclose(th, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(th, a3, atol=1e-3) and th.abs().max() <= 1.0 + 1e-6
+    d.scheduler = if_scheduler(clip_sample=True, clip_sample_range=0.5)
+    clipped = S.denoise(d, x, TS, generator=seed_generator(1), step="pipeline", **kw)
+    assert clipped.abs().max() <= 0.5 + 1e-6
+    with pytest.raises(FundiffError, match="step must be"):
+        S.denoise(d, x, TS, generator=seed_generator(1), step="ddim", **kw)

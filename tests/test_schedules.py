@@ -101,3 +101,34 @@ def test_randn_like_matches_diffusers_randn_tensor():
     assert torch.equal(
         randn_like(x, seed_generator(7)), randn_tensor(x.shape, generator=seed_generator(7))
     )
+
+
+def test_timestep_helpers_agree_with_the_course_and_diffusers():
+    from diffusers import DDPMScheduler
+
+    from fundiff.schedules import (
+        course_timesteps,
+        ddpm_schedule,
+        leading_timesteps,
+        scale_timestep,
+        spaced_timesteps,
+    )
+
+    assert course_timesteps(1000) == strided_timesteps()
+    assert course_timesteps(300, 990, 90) == scale_timesteps(strided_timesteps(990, 90), 1000, 300)
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    for steps in (3, 5, 50):
+        sched.set_timesteps(steps)
+        assert leading_timesteps(1000, steps) == sched.timesteps.tolist()
+    assert leading_timesteps(10, 20) == list(range(9, -1, -1))
+    assert spaced_timesteps(300, None) == list(range(299, -1, -1))
+    sp = spaced_timesteps(300, 30)
+    assert len(sp) == 30 and sp[0] == 299 and sp[-1] == 0
+    assert scale_timestep(250, 300) == 75 and scale_timestep(999, 300) == 299
+    lin = ddpm_schedule(1e-4, 0.02, 300)
+    assert torch.equal(lin["alpha_bars"], NoiseSchedule.linear(300).alphas_cumprod)
+    assert torch.equal(
+        NoiseSchedule.from_ddpm_linear(1e-4, 0.02, 300).alphas_cumprod, lin["alpha_bars"]
+    )
+    with pytest.raises(FundiffError):
+        ddpm_schedule(0.02, 1e-4, 300)

@@ -7,20 +7,23 @@ import torch
 import torch.nn.functional as F
 
 from fundiff.errors import FundiffError
-from fundiff.runtime import seed_generator
-from fundiff.views import (
-    VIEW_NAMES,
+from fundiff.filters import (
     BandPass,
     HighPass,
-    Jigsaw,
     LowPass,
-    Negate,
-    VFlip,
     gaussian_blur,
     gaussian_kernel1d,
     gaussian_kernel_for,
-    get_view,
     hybrid_filters,
+)
+from fundiff.runtime import seed_generator
+from fundiff.views import (
+    VIEW_NAMES,
+    Jigsaw,
+    Negate,
+    PatchPermute,
+    VFlip,
+    get_view,
 )
 
 torch.set_num_threads(1)
@@ -85,22 +88,78 @@ def test_flip_conventions():
         get_view("rot90cw").view(torch.zeros(1, 1, 4, 6))
 
 
-def test_jigsaw_is_a_permutation_of_whole_pieces():
-    j = Jigsaw(grid=4, seed=0)
+def test_patch_permute_is_a_permutation_of_whole_patches():
+    j = PatchPermute(grid=4, seed=0)
     assert sorted(j.perm.tolist()) == list(range(16))
     assert not torch.equal(j.perm, torch.arange(16))
     assert torch.equal(j.perm[j.inv_perm], torch.arange(16))
-    # label every 4x4 piece of a 16x16 image with its index: the view moves labels by perm
+    # label every 4x4 patch of a 16x16 image with its index: the view moves labels by perm
     labels = torch.arange(16.0).view(1, 1, 4, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)
     out = j.view(labels)
     pieces = out[0, 0].unfold(0, 4, 4).unfold(1, 4, 4).reshape(16, 16)
     assert torch.equal(pieces[:, 0], j.perm.float())
-    assert bool((pieces == pieces[:, :1]).all()), "pieces are moved whole"
-    assert Jigsaw(4, seed=0) == j and not torch.equal(Jigsaw(4, seed=1).perm, j.perm)
+    assert bool((pieces == pieces[:, :1]).all()), "patches are moved whole"
+    assert PatchPermute(4, seed=0) == j and not torch.equal(PatchPermute(4, seed=1).perm, j.perm)
+    with pytest.raises(FundiffError, match="patch_permute"):
+        j.view(torch.zeros(1, 1, 18, 18))  # 4 patches don't tile 18 px
     with pytest.raises(FundiffError):
-        j.view(torch.zeros(1, 1, 18, 18))  # 4 pieces don't tile 18 px
-    with pytest.raises(FundiffError):
-        Jigsaw(grid=1)
+        PatchPermute(grid=1)
+
+
+@pytest.mark.parametrize("name", ["patch_permute", "jigsaw"])
+@pytest.mark.parametrize("size", [28, 64])
+def test_permutation_views_round_trip_at_course_sizes(name, size):
+    v = get_view(name, seed=3) if name == "jigsaw" else get_view(name, grid=4)
+    x = _x((2, 3, size, size), seed=size)
+    y = v.view(x)
+    assert torch.equal(v.inverse(y), x) and torch.equal(v.view(v.inverse(x)), x)
+    assert torch.equal(torch.sort(y.flatten()).values, torch.sort(x.flatten()).values)
+    assert not torch.equal(y, x)
+
+
+def test_jigsaw_moves_interlocking_pieces_and_rotates_them():
+    from fundiff.jigsaw import LAYOUT, piece_labels
+
+    labels = piece_labels(64)
+    # the layout is symmetric under a quarter turn: each piece maps onto one of its kind
+    turned = torch.rot90(labels, k=-1)
+    assert torch.equal(4 * (turned // 4) + (turned % 4 + 1) % 4, labels)
+    # pieces interlock: no piece is its square cell (knobs cross every internal edge)
+    cells = torch.tensor(LAYOUT).repeat_interleave(16, 0).repeat_interleave(16, 1)
+    for k in range(16):
+        assert not torch.equal(labels == k, cells == k)
+    j = Jigsaw(seed=0)
+    moved = j.view(labels[None, None].float())[0, 0].long()
+    # every piece lands whole on the footprint of a piece of the same kind
+    targets = set()
+    for k in range(16):
+        dest = labels[moved == k]
+        assert (
+            dest.unique().numel() == 1
+            and int(dest[0]) // 4 == k // 4
+            or (k // 4 >= 2 and int(dest[0]) // 4 >= 2)
+        )
+        targets.add(int(dest[0]))
+    assert len(targets) == 16
+    # pieces are rotated: an image holding each pixel's column index, seen through the view,
+    # is constant along rows inside every piece turned by an odd number of quarter turns
+    cols = torch.arange(64.0).expand(64, 64)[None, None]
+    seen = j.view(cols)[0, 0]
+    odd = 0
+    for k in range(16):
+        dest = int(labels[moved == k][0])
+        if (dest % 4 - k % 4) % 2:
+            odd += 1
+            inside = labels == dest
+            for row in range(64):
+                vals = seen[row][inside[row]]
+                assert vals.numel() == 0 or bool((vals == vals[0]).all())
+    assert odd > 0
+    assert Jigsaw(seed=0) == j and Jigsaw(seed=1) != j
+    with pytest.raises(FundiffError, match="30 px"):
+        j.view(torch.zeros(1, 1, 30, 30))
+    with pytest.raises(FundiffError, match="12 px"):
+        j.view(torch.zeros(1, 1, 12, 12))
 
 
 def test_get_view_rejects_unknown_names():
@@ -108,7 +167,8 @@ def test_get_view_rejects_unknown_names():
         get_view("swirl")
     with pytest.raises(FundiffError):
         get_view("vflip", grid=3)
-    assert get_view("jigsaw", grid=2, seed=5) == Jigsaw(2, 5)
+    assert get_view("patch_permute", grid=2, seed=5) == PatchPermute(2, 5)
+    assert get_view("jigsaw", seed=5) == Jigsaw(5)
 
 
 def test_gaussian_blur_matches_reference_2d_conv():
@@ -138,6 +198,11 @@ def test_low_plus_high_is_identity_and_lowpass_smooths():
     assert isinstance(band, BandPass)
     total = low.inverse(z) + band.inverse(z) + high.inverse(z)
     assert torch.allclose(total, z, atol=1e-5)
+    # the reference's 3 bands: m = G_1 eps, low = G_2 m (blurred twice), band = m - low
+    m = gaussian_blur(z, 33, 1.0)
+    assert torch.allclose(low.inverse(z), gaussian_blur(m, 33, 2.0), atol=1e-6)
+    assert torch.allclose(band.inverse(z), m - gaussian_blur(m, 33, 2.0), atol=1e-6)
+    assert torch.allclose(high.inverse(z), z - m, atol=1e-6)
     with pytest.raises(FundiffError):
         BandPass(33, sigma=2.0, sigma_coarse=1.0)
 

@@ -36,6 +36,7 @@ from fundiff.prompt_embeddings import (  # noqa: F401 - the embeddings file form
 )
 from fundiff.runtime import resolve_device
 from fundiff.schedules import NoiseSchedule
+from fundiff.superres import upsample  # re-export: stage II sampling lives in fundiff.superres
 
 __all__ = [
     "DEFAULT_STAGE1",
@@ -483,50 +484,3 @@ class DeepFloydDenoiser:
         eps, var = out[:, : self.channels], out[:, self.channels :]
         eps = eps.to(x_t.device, x_t.dtype)
         return DenoiserOutput(eps, var.to(x_t.device, x_t.dtype) if self._has_variance else None)
-
-
-# --------------------------------------------------------------------------- stage II
-def upsample(
-    stage2_pipe: object,
-    images: Tensor,
-    prompt_embeds: Tensor,
-    negative_embeds: Tensor,
-    *,
-    steps: int = 30,
-    generator: torch.Generator,
-    guidance: float = 4.0,
-    noise_level: int = 250,
-) -> Tensor:
-    """Stage II: (B, 3, 64, 64) stage-I images in [-1, 1] -> (B, 3, 256, 256) in about [-1, 1].
-
-    Args:
-        stage2_pipe: from :func:`load_stage2`.
-        prompt_embeds, negative_embeds: (77, D) or (B, 77, D); the course uses the prompt's
-            and ``""``'s embeddings.
-        steps: ``num_inference_steps`` (the course notebook: 30).
-        generator: all noise draws.
-        guidance, noise_level: the pipeline's ``guidance_scale`` / ``noise_level``.
-
-    Returns:
-        float32 tensor on the device of ``images``.
-    """
-    pipe = stage2_pipe
-    dev = pipe._execution_device  # type: ignore[attr-defined]
-    dt = pipe.unet.dtype  # type: ignore[attr-defined]
-    b = images.shape[0]
-
-    def batch(e: Tensor) -> Tensor:
-        e = e.unsqueeze(0) if e.ndim == 2 else e
-        return (e.expand(b, *e.shape[1:]) if e.shape[0] == 1 else e).to(dev, dt)
-
-    out = pipe(  # type: ignore[operator]
-        image=images.to(dev, dt),
-        prompt_embeds=batch(prompt_embeds),
-        negative_prompt_embeds=batch(negative_embeds),
-        num_inference_steps=int(steps),
-        generator=generator,
-        guidance_scale=float(guidance),
-        noise_level=int(noise_level),
-        output_type="pt",
-    ).images
-    return out.to(images.device, torch.float32)

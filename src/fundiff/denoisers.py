@@ -48,6 +48,9 @@ class Denoiser(Protocol):
         resolution: image side H = W (64 for IF stage I, 28 for MNIST).
         value_range: data range of x0, e.g. (-1, 1) for IF, (0, 1) for the MNIST model.
         variance_type: one of ``VARIANCE_TYPES``.
+
+    Optional: ``scheduler``, the model's diffusers scheduler; its config (thresholding,
+    clipping) is what ``step="pipeline"`` in :mod:`fundiff.denoising` follows.
     """
 
     schedule: NoiseSchedule

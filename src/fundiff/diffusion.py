@@ -19,7 +19,6 @@ Objectives (all ``nn.Module`` wrapping a UNet from :mod:`fundiff.unets`):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fundiff.errors import FundiffError
+from fundiff.guidance import cfg
+from fundiff.schedules import NoiseSchedule, ddpm_schedule, spaced_timesteps
+from fundiff.steps import DDPMStep, EulerFlow, ddpm_update
 from fundiff.unets import build_unet, unet_spec
 
 __all__ = [
@@ -152,8 +154,7 @@ class Objective(nn.Module):
             return fn(x, t, cond)
         b = x.shape[0]
         out = fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.zeros_like(cond)]))
-        out_c, out_u = out[:b], out[b:]
-        return out_u + guidance * (out_c - out_u)
+        return cfg(out[:b], out[b:], guidance)
 
 
 class SingleStepDenoising(Objective):
@@ -223,31 +224,8 @@ class SingleStepDenoising(Objective):
         return self.denoise(eps).clamp(0, 1), []
 
 
-def ddpm_schedule(beta1: float = 1e-4, beta2: float = 0.02, num_ts: int = 300) -> dict[str, Tensor]:
-    """Linear DDPM schedule (float64, each (T,)): betas, alphas = 1 - betas, alpha_bars."""
-    if not (0 < beta1 < beta2 < 1) or num_ts < 1:
-        raise FundiffError(f"need 0 < beta1 < beta2 < 1 and T >= 1, got {beta1}, {beta2}, {num_ts}")
-    betas = torch.linspace(beta1, beta2, num_ts, dtype=torch.float64)
-    alphas = 1.0 - betas
-    return {"betas": betas, "alphas": alphas, "alpha_bars": torch.cumprod(alphas, 0)}
-
-
-def strided_indices(num_ts: int, steps: int | None) -> list[int]:
-    """Descending 0-based timestep indices for a sampler with ``steps`` model calls.
-
-    ``steps=None`` or ``steps=num_ts`` gives ``[T-1, ..., 0]`` (the full course sampler);
-    fewer steps give ``round(linspace(T-1, 0, steps))`` (deduplicated, always ends at 0).
-    """
-    if steps is None or steps >= num_ts:
-        return list(range(num_ts - 1, -1, -1))
-    if steps < 1:
-        raise FundiffError(f"steps must be >= 1, got {steps}")
-    raw = torch.linspace(num_ts - 1, 0, steps, dtype=torch.float64).round().long().tolist()
-    out: list[int] = []
-    for i in raw:
-        if not out or i < out[-1]:
-            out.append(int(i))
-    return out
+#: Part B's names for the shared schedule helpers (kept for existing callers)
+strided_indices = spaced_timesteps
 
 
 class DDPM(Objective):
@@ -287,6 +265,13 @@ class DDPM(Objective):
 
     def config(self) -> dict[str, Any]:
         return {"T": self.T, "betas": list(self.beta_range), "p_uncond": self.p_uncond}
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        """The linear schedule as a :class:`~fundiff.schedules.NoiseSchedule` (0-based t)."""
+        return NoiseSchedule(
+            betas=self.betas.cpu(), alphas=self.alphas.cpu(), alphas_cumprod=self.alpha_bars.cpu()
+        )
 
     def _abar(self, i: Tensor, dtype: torch.dtype) -> Tensor:
         """alpha_bar at 0-based indices ``i`` (B,), with ``abar[-1] = 1``; -> (B, 1, 1, 1)."""
@@ -342,15 +327,8 @@ class DDPM(Objective):
         """
         ab = float(self.alpha_bars[i])
         ab_prev = float(self.alpha_bars[i_prev]) if i_prev >= 0 else 1.0
-        alpha = ab / ab_prev
-        beta = 1.0 - alpha
-        x0_hat = (x_t - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
-        c0 = math.sqrt(ab_prev) * beta / (1.0 - ab)
-        ct = math.sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab)
-        x_prev = c0 * x0_hat + ct * x_t
-        if i_prev >= 0 and noise is not None:
-            x_prev = x_prev + math.sqrt(beta) * noise
-        return x_prev
+        noise = noise if i_prev >= 0 else None
+        return ddpm_update(x_t, eps, ab, ab_prev, variance="beta", noise=noise)[0]
 
     @torch.no_grad()
     def sample(
@@ -373,10 +351,12 @@ class DDPM(Objective):
                 conditional pass, no unconditional branch.
             generator: source of x_T and every z.
             steps: number of model calls; None = T (the exact course sampler), fewer = strided
-                indices :func:`strided_indices` with the A.3 update of :meth:`step`.
+                indices :func:`fundiff.schedules.spaced_timesteps` with the A.3 update
+                (:class:`fundiff.steps.DDPMStep`, ``sigma^2 = beta`` of the stride).
             trajectory_every: if > 0, keep ``x`` clipped to [0, 1] before the first step, after
                 every k-th step and at the end (each (N, 1, 28, 28), on CPU).
-            clip_denoised: clip x0_hat to [0, 1] each step (not in the course; default off).
+            clip_denoised: clamp x0_hat to [0, 1] inside each step (diffusers ``clip_sample``;
+                not in the course; default off).
 
         Returns:
             (images (N, 1, 28, 28) in [0, 1] float32 on the model device, trajectory).
@@ -384,22 +364,22 @@ class DDPM(Objective):
         batch, cond, use_cfg = self._prepare_sampling(labels, n, guidance)
         dev = self.device
         c = self.unet.in_channels
-        idx = strided_indices(self.T, steps)
+        idx = spaced_timesteps(self.T, steps)
+        stepper = DDPMStep(
+            self.schedule,
+            variance="beta",
+            clip=(0.0, 1.0) if clip_denoised else None,
+            timesteps=idx,
+        )
         was_training = self.unet.training
         self.unet.eval()
         try:
             x = torch.randn((batch, c, 28, 28), generator=generator, device=dev)
             traj = [x.clamp(0, 1).cpu()] if trajectory_every > 0 else []
             for k, i in enumerate(idx):
-                i_prev = idx[k + 1] if k + 1 < len(idx) else -1
                 it = torch.full((batch,), i, device=dev, dtype=torch.long)
                 eps = self._guided(self._net, x, it, cond, guidance, use_cfg)
-                if clip_denoised:
-                    ab = float(self.alpha_bars[i])
-                    x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(0, 1)
-                    eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
-                z = torch.randn(x.shape, generator=generator, device=dev) if i_prev >= 0 else None
-                x = self.step(x, eps, i, i_prev, z)
+                x = stepper.step(eps, i, x, generator=generator).prev_sample
                 if trajectory_every > 0 and ((k + 1) % trajectory_every == 0 or k + 1 == len(idx)):
                     traj.append(x.clamp(0, 1).cpu())
         finally:
@@ -480,20 +460,19 @@ class FlowMatching(Objective):
         batch, cond, use_cfg = self._prepare_sampling(labels, n, guidance)
         dev = self.device
         c = self.unet.in_channels
-        nsteps = self.num_steps if steps is None else int(steps)
-        if nsteps < 1:
-            raise FundiffError(f"steps must be >= 1, got {steps}")
+        euler = EulerFlow(self.num_steps if steps is None else int(steps))
         was_training = self.unet.training
         self.unet.eval()
         try:
             x = torch.randn((batch, c, 28, 28), generator=generator, device=dev)
             traj = [x.clamp(0, 1).cpu()] if trajectory_every > 0 else []
-            dt = 1.0 / nsteps
-            for k in range(nsteps):
-                t = torch.full((batch,), k / nsteps, device=dev)
+            for k, tk in enumerate(euler.times):
+                t = torch.full((batch,), tk, device=dev)
                 u = self._guided(self._net, x, t, cond, guidance, use_cfg)
-                x = x + dt * u
-                if trajectory_every > 0 and ((k + 1) % trajectory_every == 0 or k + 1 == nsteps):
+                x = euler.step(u, x)
+                if trajectory_every > 0 and (
+                    (k + 1) % trajectory_every == 0 or k + 1 == euler.num_steps
+                ):
                     traj.append(x.clamp(0, 1).cpu())
         finally:
             self.unet.train(was_training)

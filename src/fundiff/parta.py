@@ -18,32 +18,22 @@ from torch import Tensor
 from fundiff import samplers
 from fundiff.errors import FundiffError
 from fundiff.figures import image_grid
+from fundiff.filters import gaussian_blur, hybrid_filters
 from fundiff.runtime import seed_generator
-from fundiff.schedules import NoiseSchedule, scale_timesteps, strided_timesteps
-from fundiff.views import gaussian_blur, get_view, hybrid_filters
+from fundiff.schedules import NoiseSchedule, course_timesteps, leading_timesteps, scale_timestep
+from fundiff.views import get_view
 
 Settings = Mapping[str, Any]
 
 
 def strided(schedule: NoiseSchedule, timesteps: Settings) -> list[int]:
     """The strided list (e.g. 990..0 by 30) in the schedule's own T."""
-    ts = strided_timesteps(timesteps["start"], timesteps["stride"])
-    T = schedule.num_train_timesteps
-    return ts if T == 1000 else scale_timesteps(ts, from_T=1000, to_T=T)
+    return course_timesteps(schedule.num_train_timesteps, timesteps["start"], timesteps["stride"])
 
 
 def to_T(t: int, schedule: NoiseSchedule) -> int:
     """A timestep in 1000-step units mapped to the schedule's T."""
-    T = schedule.num_train_timesteps
-    return min(T - 1, max(0, round(t * T / 1000)))
-
-
-def leading_timesteps(T: int, steps: int) -> list[int]:
-    """``num_inference_steps`` timesteps spaced like diffusers' default ("leading")."""
-    if steps >= T:
-        return list(range(T - 1, -1, -1))
-    ratio = T // steps
-    return sorted({i * ratio for i in range(steps)}, reverse=True)
+    return scale_timestep(t, schedule.num_train_timesteps)
 
 
 def psnr_db(x: Tensor, ref: Tensor, value_range: tuple[float, float]) -> float:
@@ -121,6 +111,7 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None, out: Path
             timesteps=ts,
             guidance=job.backend["guidance"],
             final_step=True,
+            step="pipeline",  # as the model's own pipeline steps (IF: dynamic thresholding)
             **job.kw,
         )
         rows.append(_row(x))

@@ -1,4 +1,4 @@
-"""Discrete DDPM noise schedules, strided timestep lists and the forward process.
+"""Discrete DDPM noise schedules, timestep lists and the forward process (Parts A and B).
 
 A schedule of ``T`` training timesteps ``t = 0 .. T-1`` is given by its betas; everything else
 follows::
@@ -26,8 +26,14 @@ from fundiff.errors import FundiffError
 
 __all__ = [
     "NoiseSchedule",
+    "ddpm_schedule",
+    "randn_like",
     "strided_timesteps",
     "scale_timesteps",
+    "scale_timestep",
+    "course_timesteps",
+    "leading_timesteps",
+    "spaced_timesteps",
 ]
 
 
@@ -67,6 +73,12 @@ class NoiseSchedule:
         if T < 1:
             raise FundiffError(f"T must be >= 1, got {T}")
         return cls.from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+
+    @classmethod
+    def from_ddpm_linear(cls, beta1: float, beta2: float, T: int) -> NoiseSchedule:
+        """Part B's schedule (:func:`ddpm_schedule`): linear betas, validated like the course."""
+        s = ddpm_schedule(beta1, beta2, T)
+        return cls(betas=s["betas"], alphas=s["alphas"], alphas_cumprod=s["alpha_bars"])
 
     @classmethod
     def squaredcos_cap_v2(cls, T: int = 1000, max_beta: float = 0.999) -> NoiseSchedule:
@@ -164,6 +176,18 @@ class NoiseSchedule:
         return self.add_noise(x0, t, noise), noise
 
 
+def ddpm_schedule(beta1: float = 1e-4, beta2: float = 0.02, num_ts: int = 300) -> dict[str, Tensor]:
+    """Linear DDPM schedule (float64, each (T,)): betas, alphas = 1 - betas, alpha_bars.
+
+    The same numbers as :meth:`NoiseSchedule.linear`; this dict form is Part B's.
+    """
+    if not (0 < beta1 < beta2 < 1) or num_ts < 1:
+        raise FundiffError(f"need 0 < beta1 < beta2 < 1 and T >= 1, got {beta1}, {beta2}, {num_ts}")
+    betas = torch.linspace(beta1, beta2, num_ts, dtype=torch.float64)
+    alphas = 1.0 - betas
+    return {"betas": betas, "alphas": alphas, "alpha_bars": torch.cumprod(alphas, 0)}
+
+
 def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
     """Standard normal noise shaped like ``x`` drawn from ``generator``.
 
@@ -208,4 +232,53 @@ def scale_timesteps(ts: Sequence[int], from_T: int = 1000, to_T: int = 300) -> l
             if out and s > out[-1]:
                 raise FundiffError(f"timesteps must be decreasing, got {list(ts)}")
             out.append(s)
+    return out
+
+
+def scale_timestep(t: int, T: int, from_T: int = 1000) -> int:
+    """One timestep of a ``from_T``-step model on a ``T``-step model: ``round(t * T / from_T)``.
+
+    Python rounding (halves to even), clamped to ``[0, T - 1]``; e.g. 250 -> 75 for T = 300.
+    """
+    return min(T - 1, max(0, round(int(t) * T / from_T)))
+
+
+def course_timesteps(T: int, start: int = 990, stride: int = 30) -> list[int]:
+    """The course's strided list (``start`` down to 0 by ``stride``, in 1000-step units) on T.
+
+    Unchanged for T = 1000; otherwise mapped with :func:`scale_timesteps`.
+    """
+    ts = strided_timesteps(start, stride)
+    return ts if T == 1000 else scale_timesteps(ts, from_T=1000, to_T=T)
+
+
+def leading_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` timesteps spaced like diffusers' default (``timestep_spacing="leading"``).
+
+    ``[k * (T // steps) for k = steps-1 .. 0]``, what ``DDPMScheduler.set_timesteps(steps)``
+    gives; all ``T`` timesteps when ``steps >= T``.
+    """
+    if steps < 1:
+        raise FundiffError(f"steps must be >= 1, got {steps}")
+    if steps >= T:
+        return list(range(T - 1, -1, -1))
+    ratio = T // steps
+    return sorted({i * ratio for i in range(steps)}, reverse=True)
+
+
+def spaced_timesteps(T: int, steps: int | None) -> list[int]:
+    """Descending timesteps for a sampler with ``steps`` model calls (Part B's strided sampler).
+
+    ``steps=None`` or ``steps >= T`` gives ``[T-1, ..., 0]`` (the full course sampler); fewer
+    steps give ``round(linspace(T-1, 0, steps))`` (deduplicated, always ends at 0).
+    """
+    if steps is None or steps >= T:
+        return list(range(T - 1, -1, -1))
+    if steps < 1:
+        raise FundiffError(f"steps must be >= 1, got {steps}")
+    raw = torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+    out: list[int] = []
+    for i in raw:
+        if not out or i < out[-1]:
+            out.append(int(i))
     return out

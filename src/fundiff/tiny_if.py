@@ -47,6 +47,9 @@ TINY_D_MODEL = 32
 TINY_RESOLUTION = 16
 #: Stage-II resolution of the tiny super-resolution UNet (the real IF stage II has 256).
 TINY_RESOLUTION_STAGE2 = 32
+#: Resolutions of the course-sized pair (``course=True``): IF's real 64 px and 256 px.
+COURSE_RESOLUTION = 64
+COURSE_RESOLUTION_STAGE2 = 256
 
 
 def _tiny_tokenizer():
@@ -107,6 +110,19 @@ def _unet_kwargs() -> dict:
     )
 
 
+def _course_unet_kwargs(levels: int) -> dict:
+    """Tiny widths at the course's resolutions: ``levels`` resolution levels, attention only at
+    the coarsest one (16 px for stage I, 32 px for stage II) so CPU runs stay fast."""
+    resnets = levels - 1
+    return dict(
+        _unet_kwargs(),
+        block_out_channels=[8 * 2 ** min(i, 2) for i in range(levels)],
+        down_block_types=["ResnetDownsampleBlock2D"] * resnets + ["SimpleCrossAttnDownBlock2D"],
+        up_block_types=["SimpleCrossAttnUpBlock2D"] + ["ResnetUpsampleBlock2D"] * resnets,
+        norm_num_groups=8,
+    )
+
+
 def _if_scheduler():
     """IF's stage-I/II denoising scheduler config (as in DeepFloyd's ``scheduler_config.json``)."""
     from diffusers import DDPMScheduler
@@ -124,7 +140,9 @@ def _if_scheduler():
     )
 
 
-def build_tiny_if(out_dir: str | Path, seed: int = 0, with_stage2: bool = True) -> dict[str, Path]:
+def build_tiny_if(
+    out_dir: str | Path, seed: int = 0, with_stage2: bool = True, course: bool = False
+) -> dict[str, Path]:
     """Build tiny random IF stage-I (and stage-II) pipelines and ``save_pretrained`` them.
 
     Args:
@@ -133,6 +151,8 @@ def build_tiny_if(out_dir: str | Path, seed: int = 0, with_stage2: bool = True) 
         seed: seeds the random weights (``torch.manual_seed`` inside a forked RNG state, so the
             caller's global RNG is untouched).
         with_stage2: also build the 16 -> 32 px super-resolution stage.
+        course: build at the course's resolutions instead, 64 px stage I and 64 -> 256 px
+            stage II (still tiny widths: 8-32 channels, attention only at 16 / 32 px).
 
     Returns:
         ``{"stage1": path, "stage2": path}`` (``stage2`` only with ``with_stage2``).
@@ -153,9 +173,14 @@ def build_tiny_if(out_dir: str | Path, seed: int = 0, with_stage2: bool = True) 
         torch.manual_seed(int(seed))
         tokenizer = _tiny_tokenizer()
         text_encoder = _tiny_text_encoder(len(tokenizer))
-        unet = UNet2DConditionModel(
-            sample_size=TINY_RESOLUTION, in_channels=3, out_channels=6, **_unet_kwargs()
-        ).eval()
+        size1, size2 = (
+            (COURSE_RESOLUTION, COURSE_RESOLUTION_STAGE2)
+            if course
+            else (TINY_RESOLUTION, TINY_RESOLUTION_STAGE2)
+        )
+        kw1 = _course_unet_kwargs(3) if course else _unet_kwargs()
+        kw2 = _course_unet_kwargs(4) if course else _unet_kwargs()
+        unet = UNet2DConditionModel(sample_size=size1, in_channels=3, out_channels=6, **kw1).eval()
         stage1 = IFPipeline(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
@@ -171,11 +196,11 @@ def build_tiny_if(out_dir: str | Path, seed: int = 0, with_stage2: bool = True) 
 
         if with_stage2:
             unet2 = UNet2DConditionModel(
-                sample_size=TINY_RESOLUTION_STAGE2,
+                sample_size=size2,
                 in_channels=6,
                 out_channels=6,
                 class_embed_type="timestep",
-                **_unet_kwargs(),
+                **kw2,
             ).eval()
             stage2 = IFSuperResolutionPipeline(
                 tokenizer=tokenizer,

@@ -3,15 +3,15 @@
 A *view* is an invertible transform of the image being denoised. The sampler shows the model
 ``view(x_t)`` and maps the model's noise estimate back with ``inverse(eps)``. For the estimate to
 remain a valid noise prediction the view must keep Gaussian noise Gaussian (i.i.d. N(0, 1)
-pixels stay i.i.d. N(0, 1)): pixel permutations (flips, 90-degree rotations, jigsaw) and
-negation qualify; blur or bilinear resampling do not.
+pixels stay i.i.d. N(0, 1)): pixel permutations (flips, 90-degree rotations, patch
+permutations, the jigsaw puzzle of :mod:`fundiff.jigsaw`) and negation qualify; blur or
+bilinear resampling do not.
 
 ``inverse_variance(v)`` maps the model's learned-variance channels back: spatial views move
 them like the noise, negation leaves them alone (a variance is not signed).
 
-A *filter* (hybrid images, Factorized Diffusion) is the identity on the input and filters the
-noise estimate: ``LowPass`` / ``HighPass`` (and optionally ``BandPass``) built on one Gaussian
-blur, so the bands sum exactly to the identity. Filters act on the noise channels only.
+The hybrid-image *filters* (Factorized Diffusion) share the View interface and live in
+:mod:`fundiff.filters`.
 
 All tensors are (B, C, H, W) (a leading batch dim is required); views are pure functions that
 return new tensors and never modify their input.
@@ -19,10 +19,7 @@ return new tensors and never modify their input.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fundiff.errors import FundiffError
@@ -36,16 +33,10 @@ __all__ = [
     "Rot90CW",
     "Rot90CCW",
     "Negate",
+    "PatchPermute",
     "Jigsaw",
-    "LowPass",
-    "HighPass",
-    "BandPass",
     "VIEW_NAMES",
     "get_view",
-    "gaussian_kernel1d",
-    "gaussian_blur",
-    "gaussian_kernel_for",
-    "hybrid_filters",
 ]
 
 
@@ -183,21 +174,24 @@ class Negate(View):
         return v
 
 
-class Jigsaw(View):
-    """Shuffle square pieces of a ``grid x grid`` tiling by a seeded permutation.
+class PatchPermute(View):
+    """Shuffle square patches of a ``grid x grid`` tiling by a seeded permutation.
+
+    (Was called ``jigsaw`` before the real :class:`Jigsaw` existed: the patches keep their
+    orientation and their square shape.)
 
     Args:
-        grid: pieces per side; H and W must be divisible by it (the pieces must tile).
+        grid: patches per side; H and W must be divisible by it (the patches must tile).
         seed: seeds the permutation (a fresh ``torch.Generator``); never the identity.
 
-    Output piece ``j`` (row-major) is input piece ``perm[j]``; ``inverse`` applies ``argsort``.
+    Output patch ``j`` (row-major) is input patch ``perm[j]``; ``inverse`` applies ``argsort``.
     """
 
-    name = "jigsaw"
+    name = "patch_permute"
 
     def __init__(self, grid: int = 4, seed: int = 0) -> None:
         if int(grid) < 2:
-            raise FundiffError(f"jigsaw grid must be >= 2, got {grid}")
+            raise FundiffError(f"patch_permute grid must be >= 2, got {grid}")
         self.grid = int(grid)
         self.seed = int(seed)
         gen = torch.Generator().manual_seed(self.seed)
@@ -213,14 +207,16 @@ class Jigsaw(View):
         return (self.name, self.grid, self.seed)
 
     def __repr__(self) -> str:
-        return f"Jigsaw(grid={self.grid}, seed={self.seed})"
+        return f"PatchPermute(grid={self.grid}, seed={self.seed})"
 
     def _shuffle(self, x: Tensor, perm: Tensor) -> Tensor:
         _check_4d(x)
         b, c, h, w = x.shape
         g = self.grid
         if h % g or w % g:
-            raise FundiffError(f"jigsaw grid {g} does not tile a {h}x{w} image (H, W % grid != 0)")
+            raise FundiffError(
+                f"patch_permute grid {g} does not tile a {h}x{w} image (H, W % grid != 0)"
+            )
         ph, pw = h // g, w // g
         pieces = (
             x.reshape(b, c, g, ph, g, pw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, g * g, ph, pw)
@@ -235,159 +231,46 @@ class Jigsaw(View):
         return self._shuffle(eps, self.inv_perm)
 
 
-# --------------------------------------------------------------------------- Gaussian blur
-def gaussian_kernel1d(kernel_size: int, sigma: float) -> Tensor:
-    """Normalised 1-D Gaussian taps (kernel_size,), float64, centred; same taps as torchvision."""
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise FundiffError(f"Gaussian kernel size must be odd and >= 1, got {kernel_size}")
-    if sigma <= 0:
-        raise FundiffError(f"Gaussian sigma must be > 0, got {sigma}")
-    half = (kernel_size - 1) * 0.5
-    xs = torch.linspace(-half, half, kernel_size, dtype=torch.float64)
-    k = torch.exp(-0.5 * (xs / sigma) ** 2)
-    return k / k.sum()
+class Jigsaw(View):
+    """The 4 x 4 jigsaw puzzle: interlocking pieces moved to other slots, each rotated.
 
-
-def gaussian_blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
-    """Separable Gaussian blur with reflect padding (torch only, like torchvision's).
-
-    Args:
-        x: (B, C, H, W) or (C, H, W), any value range; float.
-        kernel_size: odd, at most ``2 * min(H, W) - 1`` (reflect padding limit).
-        sigma: standard deviation in pixels, > 0.
-
-    Returns:
-        Blurred tensor, same shape and dtype as ``x``.
+    A pixel permutation (see :mod:`fundiff.jigsaw`) for square images whose side is a
+    multiple of 4, at least 16 px (e.g. 28, 64, 256); other sizes raise FundiffError naming
+    the size. The permutation for each size is built on first use from ``seed``.
     """
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(0)
-    _check_4d(x)
-    k = gaussian_kernel1d(int(kernel_size), float(sigma)).to(x.device, x.dtype)
-    pad = int(kernel_size) // 2
-    h, w = x.shape[-2:]
-    if pad >= h or pad >= w:
-        raise FundiffError(
-            f"Gaussian kernel {kernel_size} is too large for a {h}x{w} image "
-            f"(reflect padding needs kernel <= {2 * min(h, w) - 1})"
-        )
-    c = x.shape[1]
-    y = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return y.squeeze(0) if squeeze else y
 
+    name = "jigsaw"
 
-def gaussian_kernel_for(
-    resolution: int,
-    *,
-    base_kernel: int = 33,
-    base_sigma: float = 2.0,
-    base_resolution: int = 64,
-    sigma: float | None = None,
-) -> tuple[int, float]:
-    """Kernel size and sigma for the hybrid filter at ``resolution`` px.
-
-    Scales the course's (kernel 33, sigma 2 at 64 px) linearly with resolution: 28 px gives
-    kernel 15, sigma 0.875. An explicit ``sigma`` (in pixels at ``resolution``) overrides the
-    scaled one; the kernel then grows if needed to cover +-3 sigma. The kernel is odd and at
-    most ``2 * resolution - 1``.
-    """
-    scale = resolution / base_resolution
-    s = base_sigma * scale if sigma is None else float(sigma)
-    if s <= 0:
-        raise FundiffError(f"hybrid sigma must be > 0, got {s}")
-    k = int(math.floor(base_kernel * scale + 0.5))
-    k = max(k, 2 * math.ceil(3 * s) + 1) if sigma is not None else k
-    k = k + 1 if k % 2 == 0 else k
-    k = min(max(k, 3), 2 * resolution - 1)
-    return k, s
-
-
-class _Filter(View):
-    """A hybrid filter: identity on the input, filters the noise estimate, not the variance."""
-
-    def __init__(self, kernel_size: int = 33, sigma: float = 2.0) -> None:
-        gaussian_kernel1d(int(kernel_size), float(sigma))  # validate
-        self.kernel_size = int(kernel_size)
-        self.sigma = float(sigma)
-
-    def _blur(self, eps: Tensor, sigma: float | None = None) -> Tensor:
-        return gaussian_blur(eps, self.kernel_size, self.sigma if sigma is None else sigma)
-
-    def inverse_variance(self, v: Tensor) -> Tensor:
-        return v
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._perms: dict[int, tuple[Tensor, Tensor]] = {}
 
     @property
     def key(self) -> tuple:
-        return (self.name, self.kernel_size, self.sigma)
+        return (self.name, self.seed)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(kernel_size={self.kernel_size}, sigma={self.sigma})"
+        return f"Jigsaw(seed={self.seed})"
 
+    def _perm(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        from fundiff.jigsaw import jigsaw_permutation
 
-class LowPass(_Filter):
-    """``G_sigma * eps`` (Gaussian blur of the noise estimate)."""
+        _check_square(x, self.name)
+        size = x.shape[-1]
+        if size not in self._perms:
+            dest = jigsaw_permutation(size, self.seed)
+            self._perms[size] = (torch.argsort(dest), dest)
+        src, dest = self._perms[size]
+        return src.to(x.device), dest.to(x.device)
 
-    name = "lowpass"
+    def _gather(self, x: Tensor, index: Tensor) -> Tensor:
+        return x.flatten(-2)[..., index].reshape(x.shape)
 
-    def inverse(self, eps: Tensor) -> Tensor:
-        return self._blur(eps)
-
-
-class HighPass(_Filter):
-    """``eps - G_sigma * eps``; ``LowPass(k, s) + HighPass(k, s)`` is the identity."""
-
-    name = "highpass"
-
-    def inverse(self, eps: Tensor) -> Tensor:
-        return eps - self._blur(eps)
-
-
-class BandPass(_Filter):
-    """``G_fine * eps - G_coarse * eps`` (``sigma`` = fine < ``sigma_coarse``).
-
-    With ``LowPass(k, sigma_coarse)`` and ``HighPass(k, sigma)`` the three bands sum to the
-    identity.
-    """
-
-    name = "bandpass"
-
-    def __init__(self, kernel_size: int = 33, sigma: float = 1.0, sigma_coarse: float = 2.0):
-        super().__init__(kernel_size, sigma)
-        if not sigma_coarse > sigma:
-            raise FundiffError(
-                f"band-pass needs sigma_coarse > sigma, got {sigma_coarse} <= {sigma}"
-            )
-        self.sigma_coarse = float(sigma_coarse)
-
-    @property
-    def key(self) -> tuple:
-        return (self.name, self.kernel_size, self.sigma, self.sigma_coarse)
+    def view(self, x: Tensor) -> Tensor:
+        return self._gather(x, self._perm(x)[0])
 
     def inverse(self, eps: Tensor) -> Tensor:
-        return self._blur(eps) - self._blur(eps, self.sigma_coarse)
-
-
-def hybrid_filters(
-    resolution: int,
-    *,
-    sigma: float | None = None,
-    kernel_size: int | None = None,
-    band_sigma: float | None = None,
-) -> list[View]:
-    """Filters whose outputs sum to the identity, coarsest band first.
-
-    Two bands (default): ``[LowPass, HighPass]`` with kernel/sigma from
-    :func:`gaussian_kernel_for` (33 / 2.0 at 64 px) unless given. Three bands with
-    ``band_sigma`` (< sigma): ``[LowPass(sigma), BandPass(band_sigma, sigma), HighPass(band_sigma)]``.
-    """
-    k, s = gaussian_kernel_for(resolution, sigma=sigma)
-    if kernel_size is not None:
-        k = int(kernel_size)
-    if band_sigma is None:
-        return [LowPass(k, s), HighPass(k, s)]
-    return [LowPass(k, s), BandPass(k, float(band_sigma), s), HighPass(k, float(band_sigma))]
+        return self._gather(eps, self._perm(eps)[1])
 
 
 VIEW_NAMES: tuple[str, ...] = (
@@ -399,6 +282,7 @@ VIEW_NAMES: tuple[str, ...] = (
     "rot90cw",
     "rot90ccw",
     "negate",
+    "patch_permute",
     "jigsaw",
 )
 
@@ -411,18 +295,21 @@ _VIEWS: dict[str, type[View]] = {
     "rot90cw": Rot90CW,
     "rot90ccw": Rot90CCW,
     "negate": Negate,
+    "patch_permute": PatchPermute,
     "jigsaw": Jigsaw,
 }
 
 
 def get_view(name: str, **kwargs: object) -> View:
-    """A view by config name (see ``VIEW_NAMES``); ``jigsaw`` takes ``grid`` and ``seed``.
+    """A view by config name (see ``VIEW_NAMES``).
 
-    ``"flip"`` is the vertical flip. Raises FundiffError for an unknown name.
+    ``"flip"`` is the vertical flip; ``patch_permute`` takes ``grid`` and ``seed``,
+    ``jigsaw`` (the 4 x 4 puzzle with rotated pieces) takes ``seed``. Raises FundiffError for
+    an unknown name.
     """
     cls = _VIEWS.get(str(name).lower())
     if cls is None:
         raise FundiffError(f"unknown view {name!r}; known views: {', '.join(VIEW_NAMES)}")
-    if kwargs and cls is not Jigsaw:
+    if kwargs and cls not in (PatchPermute, Jigsaw):
         raise FundiffError(f"view {name!r} takes no options, got {sorted(kwargs)}")
     return cls(**kwargs)  # type: ignore[arg-type]
