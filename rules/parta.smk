@@ -22,7 +22,8 @@ rule embed_prompt:
 
 
 # One rule per Part A deliverable (parta_forward, parta_sdedit, ...), all through the same
-# sampler core: a job = (backend, task, item), with only that item's settings as params.
+# sampler core: a job = (backend, task, item), with only that item's settings and only the
+# backend settings its task reads as params. What each task needs is declared in fundiff.tasks.
 for task, folder in PARTA_TASKS.items():
 
     rule:
@@ -41,6 +42,8 @@ for task, folder in PARTA_TASKS.items():
             json=f"{PA}/{folder}/{{item}}.json",
         log:
             f"logs/parta/{{backend}}/{folder}/{{item}}.log",
+        benchmark:
+            f"benchmarks/parta/{{backend}}/{folder}/{{item}}.tsv"
         conda:
             "../envs/fundiff.yaml"
         threads: config["threads"]["sample"]
@@ -50,7 +53,7 @@ for task, folder in PARTA_TASKS.items():
             runtime=res("sample", "runtime"),
         params:
             task=task,
-            backend=backend_params,
+            backend=backend_params(task),
             settings=task_params(task),
             image=image_spec(task),
         script:

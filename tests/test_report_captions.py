@@ -79,7 +79,7 @@ for task, folder in PARTA_TASKS.items():
             ),
         params:
             task=task,
-            backend=backend_params,
+            backend=backend_params(task),
             settings=task_params(task),
             image=image_spec(task),
         shell:

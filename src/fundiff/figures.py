@@ -18,6 +18,7 @@ import csv
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from fundiff.errors import FundiffError
 __all__ = [
     "to_uint8",
     "tile",
+    "Grid",
     "image_grid",
     "contact_sheet",
     "save_gif",
@@ -180,6 +182,33 @@ def image_grid(
         hspace=cell_pad / cell_inches + 0.05 if cell_labels else 0.05,
     )
     return _finish(fig, path)
+
+
+@dataclass
+class Grid:
+    """A figure as data: the arguments of :func:`image_grid` without path and value range.
+
+    Part A recipes return one, so their images and labels can be checked without drawing;
+    :meth:`save` draws it.
+    """
+
+    rows: Sequence[Sequence[ImageLike | None]]
+    row_labels: Sequence[str] | None = None
+    col_labels: Sequence[str] | None = None
+    cell_labels: Sequence[Sequence[str]] | None = None
+    title: str | None = None
+
+    def save(self, path: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+        """Draw the grid as a PNG at ``path`` with images in ``value_range``."""
+        return image_grid(
+            self.rows,
+            path=path,
+            row_labels=self.row_labels,
+            col_labels=self.col_labels,
+            cell_labels=self.cell_labels,
+            title=self.title,
+            value_range=value_range,
+        )
 
 
 def contact_sheet(
