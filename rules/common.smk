@@ -112,6 +112,54 @@ def parta_outputs(ext, tasks=PARTA_TASKS):
     ]
 
 
+def parta_variants(task):
+    """(rule name, backends, 256 px result names) of each rule of a Part A task: one for the
+    backends that keep only the figure, one for the backend that upsamples (if it does).
+    """
+    up = [b for b in BACKENDS if parta_registry.upsampled(config, b, task)]
+    plain = [b for b in BACKENDS if b not in up]
+    variants = [(f"parta_{task}", plain, [])] if plain else []
+    for b in up:
+        variants.append(
+            (f"parta_{task}_256", [b], parta_registry.result_names(config, b, task))
+        )
+    return variants
+
+
+def upsampled_path(folder, name):
+    """Where a job saves one of its results at 256 px (``{backend}``/``{item}`` wildcards)."""
+    return f"{PA}/{folder}/256px/{{item}}_{name}.png"
+
+
+def upsampled_outputs(folder, names):
+    """The named output ``up`` of a rule that saves 256 px results ({} if it saves none)."""
+    if not names:
+        return {}
+    return {"up": [upsampled_report(folder, n) for n in names]}
+
+
+def upsampled_report(folder, name):
+    """One 256 px result as a Snakemake report item (shown at its native size)."""
+    return report(
+        upsampled_path(folder, name),
+        caption=f"{workflow.basedir}/report/captions/{folder}.rst",
+        category="Part A",
+        subcategory=f"{folder} (256 px)",
+        labels={"backend": "{backend}", "item": "{item}", "result": name},
+    )
+
+
+def parta_upsampled_figures():
+    """Every 256 px result image of this configuration."""
+    return [
+        upsampled_path(PARTA_TASKS[t], n).format(backend=b, item=item)
+        for b in enabled_backends()
+        for t in PARTA_TASKS
+        for n in parta_registry.result_names(config, b, t)
+        for item in task_items(b, t)
+    ]
+
+
 def backend_params(task):
     """Params function: only the backend settings ``task`` reads (+ seed, device)."""
 
@@ -196,7 +244,7 @@ def prompt_text(wildcards):
 
 def all_figures():
     """Every figure of this configuration (the writeup fails if one is missing)."""
-    return parta_outputs("png") + partb_figures()
+    return parta_outputs("png") + parta_upsampled_figures() + partb_figures()
 
 
 def all_numbers():

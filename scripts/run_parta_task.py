@@ -52,7 +52,10 @@ job = parta.Job(
     upsampler=upsampler,
     judge=judge,
 )
-numbers = parta.run_task(task, job, image, mask, snakemake.output.png)
+# the 256 px results (outputs named "up", in the registry's order)
+up = getattr(snakemake.output, "up", [])
+native = dict(zip(getattr(snakemake.params, "results", []), up, strict=True))
+numbers = parta.run_task(task, job, image, mask, snakemake.output.png, native=native)
 with open(snakemake.output.json, "w") as f:
     json.dump(numbers, f, indent=2)
 print(json.dumps(numbers), file=sys.stderr)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -249,3 +250,54 @@ def test_run_task_draws_the_figure_and_tags_the_numbers(
 
     assert Image.open(tmp_path / "cfg.png").size[0] > 5 * 50
     assert numbers["prompt"] == ""  # prompt None -> the base prompt ''
+
+
+# ----------------------------------------------------------------------------- A0 at 256 px
+
+
+def test_a0_saves_every_stage_two_result_as_its_own_png(tmp_path: Path) -> None:
+    """On the tiny random IF pair (16 px stage I -> 32 px stage II): one PNG per step count and
+    sample, at stage II's native size, equal to the 256 px rows of the figure."""
+    pytest.importorskip("diffusers")
+    import huggingface_hub.constants as hc
+    from PIL import Image
+
+    from fundiff import backends, deepfloyd
+    from fundiff.figures import to_uint8
+    from fundiff.tiny_if import build_tiny_if
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hc, "HF_HUB_OFFLINE", True)
+        tiny = build_tiny_if(tmp_path / "tiny_if", seed=0)
+        prompt = "a rocket ship"
+        emb = deepfloyd.encode_prompts(str(tiny["stage1"]), [prompt], device="cpu")
+        pipe = deepfloyd.load_stage1(str(tiny["stage1"]), device="cpu")
+        denoiser = deepfloyd.DeepFloydDenoiser.from_pipeline(pipe, emb)
+        params = {"stage2": str(tiny["stage2"]), "dtype": "auto", "variant": "none"}
+        upsampler = backends.deepfloyd_upsampler({**params, "upsample_steps": 2}, denoiser)
+        backend = {"seed": 0, "guidance": 7.0, "variance": "model", "value_range": (-1.0, 1.0)}
+        settings = {"item": {"prompt": prompt}, "steps": [2, 3], "n": 2}
+        job = parta.Job(denoiser, backend, settings, upsampler=upsampler)
+        names = tasks.get("text_to_image").results(settings)
+        assert names == ["2steps_1", "2steps_2", "3steps_1", "3steps_2"]
+        native = {n: tmp_path / "256px" / f"a_rocket_ship_{n}.png" for n in names}
+        numbers = parta.run_task("text_to_image", job, None, None, tmp_path / "a0.png", native)
+    assert numbers["upsampled"] is True
+    pixels = []
+    for n in names:
+        with Image.open(native[n]) as im:
+            assert im.size == (32, 32) and im.mode == "RGB"
+            pixels.append(np.asarray(im))
+        assert np.array_equal(pixels[-1], to_uint8(job.native[n], (-1.0, 1.0)))
+    assert not np.array_equal(pixels[0], pixels[1])  # two samples, two images
+    with pytest.raises(FundiffError, match="no result 'nope'"):
+        job2 = parta.Job(denoiser, backend, {**settings, "steps": [2], "n": 1})
+        parta.run_task("text_to_image", job2, None, None, tmp_path / "b.png", {"nope": "x.png"})
+
+
+def test_only_deepfloyd_a0_is_upsampled(config: dict[str, Any]) -> None:
+    ci = validated("ci.yaml")
+    assert tasks.result_names(ci, "deepfloyd", "text_to_image") == ["3steps_1", "5steps_1"]
+    assert tasks.result_names(ci, "local", "text_to_image") == []
+    assert tasks.result_names(ci, "deepfloyd", "cfg") == []
+    assert tasks.result_names(config, "deepfloyd", "text_to_image") == []  # upsample: false

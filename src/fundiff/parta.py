@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fundiff import samplers, tasks
 from fundiff.errors import FundiffError
-from fundiff.figures import Grid
+from fundiff.figures import Grid, save_image
 from fundiff.runtime import seed_generator
 from fundiff.schedules import NoiseSchedule, scale_timesteps, strided_timesteps
 from fundiff.views import gaussian_blur, get_view, hybrid_filters
@@ -79,6 +79,8 @@ class Job:
         device = getattr(denoiser, "device", "cpu") if denoiser is not None else "cpu"
         self.device = torch.device(device)
         self.generator = seed_generator(backend["seed"], self.device)
+        #: single results kept at their native size by name (A0: the 256 px images)
+        self.native: dict[str, Tensor] = {}
 
     @property
     def timesteps(self) -> list[int]:
@@ -138,6 +140,7 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None) -> Result
         if job.upsampler is not None:
             up_rows.append(_row(job.upsampler(x, prompt, job.generator)))
             up_labels.append(f"{steps} steps, 256 px")
+            job.native.update({f"{steps}steps_{i + 1}": im for i, im in enumerate(up_rows[-1])})
     grid = Grid(
         rows + up_rows,
         row_labels=labels + up_labels,
@@ -279,13 +282,7 @@ def cfg(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
 
 def _levels(job: Job, image: Tensor, prompt: str, title: str) -> Result:
     levels = job.settings["i_starts"]
-    results = samplers.sdedit(
-        job.denoiser,
-        image,
-        levels,
-        prompt,
-        **job.loop(),
-    )
+    results = samplers.sdedit(job.denoiser, image, levels, prompt, **job.loop())
     row = [r[0].float().cpu() for r in results] + [image[0].cpu()]
     cols = [f"i_start {i} (t {job.timesteps[i]})" for i in levels] + ["original"]
     grid = Grid([row], col_labels=cols, title=title)
@@ -357,13 +354,7 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     item, n = job.settings["item"], job.settings["n"]
     p1, p2 = item["prompts"]
     view = get_view(item["view"])
-    x = samplers.visual_anagram(
-        job.denoiser,
-        [p1, p2],
-        ["identity", view],
-        n,
-        **job.loop(),
-    )
+    x = samplers.visual_anagram(job.denoiser, [p1, p2], ["identity", view], n, **job.loop())
     seen = view.view(x)
     grid = Grid(
         [_row(x), _row(seen)],
@@ -374,12 +365,7 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     numbers: dict[str, Any] = {"prompts": [p1, p2], "view": item["view"], "n": n}
     ok1, ok2 = _judged(job, x, p1), _judged(job, seen, p2)
     if ok1 is not None and ok2 is not None:
-        plain = samplers.sample(
-            job.denoiser,
-            p1,
-            n,
-            **job.loop(),
-        )
+        plain = samplers.sample(job.denoiser, p1, n, **job.loop())
         base = _judged(job, view.view(plain), p2)
         numbers.update(
             success=float((ok1 & ok2).float().mean()),
@@ -411,13 +397,7 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
         col_labels=[f"seed {i + 1}" for i in range(n)],
         title=f"Hybrid: {_label(low)} far, {_label(high)} near",
     )
-    numbers: dict[str, Any] = {
-        "low": low,
-        "high": high,
-        "sigma": lp.sigma,
-        "kernel": lp.kernel_size,
-        "n": n,
-    }
+    numbers: dict[str, Any] = dict(low=low, high=high, sigma=lp.sigma, kernel=lp.kernel_size, n=n)
     ok_far, ok_near = _judged(job, far, low), _judged(job, x, high)
     if ok_far is not None and ok_near is not None:
         numbers.update(
@@ -436,9 +416,16 @@ def recipe(task: str) -> Callable[[Job, Tensor | None, Tensor | None], Result]:
 
 @torch.no_grad()
 def run_task(
-    task: str, job: Job, image: Tensor | None, mask: Tensor | None, out_png: str | Path
+    task: str,
+    job: Job,
+    image: Tensor | None,
+    mask: Tensor | None,
+    out_png: str | Path,
+    native: Mapping[str, str | Path] | None = None,
 ) -> dict:
-    """Run one Part A deliverable, save its figure; returns its numbers (JSON for the caller)."""
+    """Run one Part A deliverable and save its figure, plus each single result named in
+    ``native`` (name -> PNG path) at its native size; returns the numbers (JSON for the caller).
+    """
     run = recipe(task)
     if image is not None:
         image = image.to(job.device)
@@ -446,4 +433,8 @@ def run_task(
         mask = mask.to(job.device)
     grid, numbers = run(job, image, mask)
     grid.save(out_png, value_range=job.value_range)
+    for name, path in (native or {}).items():
+        if name not in job.native:
+            raise FundiffError(f"task {task}: no result {name!r} (made: {sorted(job.native)})")
+        save_image(job.native[name], path, value_range=job.value_range)
     return {"task": task, "seed": job.backend["seed"], **numbers}

@@ -20,7 +20,7 @@ the validated config (``validate_config`` filled every default) and return plain
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {"local": (), "deepfloyd": ("stage1", "
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {"local": ("schedule",), "deepfloyd": ("stage1",)}
 #: DeepFloyd stage-II settings, for tasks whose results can be upsampled to 256 px
 UPSAMPLE_KEYS: tuple[str, ...] = ("stage2", "upsample", "upsample_steps")
+#: the backend whose stage II upsamples results to 256 px
+UPSAMPLER = "deepfloyd"
 #: what every sampling loop reads: strided timesteps and the step's noise variance
 LOOP = ("timesteps", "variance")
 
@@ -64,6 +66,9 @@ class Task:
         uses: backend settings its recipe reads (beyond seed and device).
         metrics: keys of its JSON that the writeup tabulates (empty: JSON not tabulated).
         upsample: its results can go through DeepFloyd stage II (256 px).
+        results: names of a job's single result images from the task's settings (the same for
+            every item: a rule's outputs are fixed when the workflow is parsed); each
+            upsampled result is saved as ``256px/<item>_<name>.png``.
     """
 
     key: str
@@ -78,6 +83,7 @@ class Task:
     uses: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     upsample: bool = False
+    results: Callable[[Mapping[str, Any]], list[str]] | None = None
 
     @property
     def numbers(self) -> bool:
@@ -89,6 +95,11 @@ class Task:
         return CAPTIONS / f"{self.folder}.rst"
 
 
+def _per_step_count(settings: Mapping[str, Any]) -> list[str]:
+    """A0's results: sample i (1-based) of each step count, e.g. ``20steps_1``."""
+    return [f"{s}steps_{i + 1}" for s in settings["steps"] for i in range(settings["n"])]
+
+
 _SAMPLE = ("guidance", *LOOP)
 _EDIT = ("base_prompt", *_SAMPLE)
 
@@ -97,7 +108,8 @@ TASKS: dict[str, Task] = {
     t.key: t
     for t in (
         Task("text_to_image", "a0_text_to_image", "0. Setup: sampling from text prompts",
-             "text_to_image", "prompts", uses=("guidance", "variance"), upsample=True),
+             "text_to_image", "prompts", uses=("guidance", "variance"), upsample=True,
+             results=_per_step_count),
         Task("forward", "a1_1_forward", "1.1 Implementing the forward process",
              "forward", "test_image", image="test_image", model=False),
         Task("blur", "a1_2_blur", "1.2 Classical denoising", "blur", "test_image",
@@ -212,7 +224,7 @@ def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
     """
     task, bcfg = get(key), config["partA"][backend]
     names = [*task.uses, *(MODEL_KEYS if task.model else SCHEDULE_KEYS)[backend]]
-    if task.upsample and backend == "deepfloyd":
+    if task.upsample and backend == UPSAMPLER:
         names += UPSAMPLE_KEYS
     params: dict[str, Any] = {"seed": config["seed"], "device": config["device"]}
     for name in names:
@@ -224,6 +236,23 @@ def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
         else:
             params[name] = bcfg[name]
     return params
+
+
+def upsampled(config: Config, backend: str, key: str) -> bool:
+    """Whether the jobs of task ``key`` on ``backend`` also save each result at 256 px.
+
+    Only DeepFloyd has a stage II; A0 upsamples when ``partA.deepfloyd.upsample`` is true.
+    """
+    task = get(key)
+    return task.upsample and backend == UPSAMPLER and bool(config["partA"][backend]["upsample"])
+
+
+def result_names(config: Config, backend: str, key: str) -> list[str]:
+    """Names of the 256 px result images each job of a task saves ([] when it upsamples none)."""
+    task = get(key)
+    if task.results is None or not upsampled(config, backend, key):
+        return []
+    return task.results(config["partA"][backend]["tasks"][key])
 
 
 def image_spec(config: Config, backend: str, key: str, item: str) -> dict[str, Any] | None:
