@@ -19,6 +19,7 @@ from fundiff import tasks as parta_registry
 
 try:
     validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
+    parta_registry.check(config)
 except FundiffError as err:
     sys.exit(f"fundiff: invalid configuration: {err}")
 

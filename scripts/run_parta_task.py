@@ -41,7 +41,8 @@ if "judge" in files:
 
     judge = load_classifier(files["judge"])
 upsampler = None
-if spec.upsample and backend == "deepfloyd" and settings["upsample"]:
+results = getattr(snakemake.params, "results", [])  # 256 px results (registry order)
+if results:  # only where fundiff.tasks.upsampled: DeepFloyd's stage II
     upsampler = backends.deepfloyd_upsampler(settings, denoiser)
 
 job = parta.Job(
@@ -52,9 +53,7 @@ job = parta.Job(
     upsampler=upsampler,
     judge=judge,
 )
-# the 256 px results (outputs named "up", in the registry's order)
-up = getattr(snakemake.output, "up", [])
-native = dict(zip(getattr(snakemake.params, "results", []), up, strict=True))
+native = dict(zip(results, getattr(snakemake.output, "up", []), strict=True))
 numbers = parta.run_task(task, job, image, mask, snakemake.output.png, native=native)
 with open(snakemake.output.json, "w") as f:
     json.dump(numbers, f, indent=2)

@@ -111,6 +111,9 @@ def test_registry_is_complete() -> None:
     backend_keys = {b: set(backends[b]["properties"]) for b in ("local", "deepfloyd")}
     for b in backend_keys:
         assert set(backends[b]["properties"]["tasks"]["properties"]) == set(tasks.TASKS)
+        for key, task in tasks.TASKS.items():
+            has = "upsample" in backends[b]["properties"]["tasks"]["properties"][key]["properties"]
+            assert has == (task.upsample is not None) == (task.results is not None), key
     folders = [t.folder for t in tasks.TASKS.values()]
     assert len(set(folders)) == len(folders)
     for key, task in tasks.TASKS.items():
@@ -158,7 +161,8 @@ def test_backend_params_hold_only_what_the_task_reads(config: dict[str, Any]) ->
     cfg = tasks.backend_params(config, "deepfloyd", "cfg")
     assert cfg["guidance"] == 7.0 and {"stage1", "dtype", "variant"} <= set(cfg)
     assert "stage2" not in cfg and "test_image" not in cfg
-    a0 = tasks.backend_params(config, "deepfloyd", "text_to_image")
+    assert "stage2" not in tasks.backend_params(config, "deepfloyd", "text_to_image")
+    a0 = tasks.backend_params(validated("ci.yaml"), "deepfloyd", "text_to_image")
     assert {"stage2", "upsample", "upsample_steps"} <= set(a0) and "timesteps" not in a0
 
 
@@ -202,6 +206,10 @@ def test_each_recipe_reads_exactly_its_declared_backend_settings(
     assert grid.rows and all(len(r) for r in grid.rows)
     declared = set(task.uses) | {"seed"}
     assert job.backend.read - {"value_range"} == declared, key
+    if task.upsample and key != "text_to_image":  # A0 upsamples inline (tiny IF test below)
+        tcfg = tasks.item_settings(local, key, item)
+        assert [k.name for k in job.kept] == task.results(tcfg)
+        assert all(k.image.shape == x0.shape[1:] for k in job.kept)
     for metric in task.metrics[:1]:
         if key not in ("anagrams", "hybrids"):  # judged only with the digit classifier
             assert metric in numbers
@@ -301,3 +309,53 @@ def test_only_deepfloyd_a0_is_upsampled(config: dict[str, Any]) -> None:
     assert tasks.result_names(ci, "local", "text_to_image") == []
     assert tasks.result_names(ci, "deepfloyd", "cfg") == []
     assert tasks.result_names(config, "deepfloyd", "text_to_image") == []  # upsample: false
+
+
+def with_task(config: dict[str, Any], backend: str, key: str, **change: Any) -> dict[str, Any]:
+    """A copy of ``config`` with ``partA.<backend>.tasks.<key>`` changed."""
+    import copy
+
+    out = copy.deepcopy(config)
+    out["partA"][backend]["tasks"][key].update(change)
+    return out
+
+
+def test_upsample_per_task_and_its_errors() -> None:
+    ci = validated("ci.yaml")
+    on = with_task(ci, "deepfloyd", "cfg", upsample=True)
+    assert tasks.result_names(on, "deepfloyd", "cfg") == ["sample_1", "sample_2"]
+    assert "stage2" in tasks.backend_params(on, "deepfloyd", "cfg")
+    assert "stage2" not in tasks.backend_params(ci, "deepfloyd", "cfg")
+    sd = with_task(ci, "deepfloyd", "sdedit", upsample=True)
+    assert tasks.result_names(sd, "deepfloyd", "sdedit") == ["i_start_1", "i_start_3", "i_start_5"]
+    tasks.check(on)
+    bad = with_task(ci, "local", "cfg", upsample=True)
+    with pytest.raises(FundiffError, match=r"partA\.local\.tasks\.cfg\.upsample: only DeepFloyd"):
+        tasks.check(bad)
+    views = with_task(ci, "deepfloyd", "anagrams", upsample=True)
+    with pytest.raises(FundiffError, match=r"partA\.deepfloyd\.tasks\.anagrams\.upsample"):
+        tasks.check(views)
+
+
+def test_kept_results_go_through_stage_two(config: dict[str, Any], tmp_path: Path) -> None:
+    """A plain upsampler gets each prompt's results in one batch; views need their own."""
+    from PIL import Image
+
+    calls = []
+
+    def up4(x: torch.Tensor, prompt: str, generator: torch.Generator) -> torch.Tensor:
+        calls.append((len(x), prompt))
+        return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+
+    x0 = image()
+    job = job_for(config, "cfg", "samples", x0)
+    job.upsampler = up4
+    native = {f"sample_{i}": tmp_path / f"s{i}.png" for i in (1, 2, 3, 4, 5)}
+    parta.run_task("cfg", job, None, None, tmp_path / "cfg.png", native)
+    assert calls == [(5, "")]
+    with Image.open(native["sample_3"]) as im:
+        assert im.size == (4 * RES, 4 * RES)
+    ana = job_for(config, "anagrams", "six_nine_flip", x0)
+    ana.upsampler = up4
+    with pytest.raises(FundiffError, match="views-aware upsampler"):
+        parta.run_task("anagrams", ana, None, None, tmp_path / "ana.png", {})

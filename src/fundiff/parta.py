@@ -21,90 +21,17 @@ from torch import Tensor
 from fundiff import samplers, tasks
 from fundiff.errors import FundiffError
 from fundiff.figures import Grid, save_image
-from fundiff.runtime import seed_generator
-from fundiff.schedules import NoiseSchedule, scale_timesteps, strided_timesteps
+from fundiff.jobs import Job, Views, leading_timesteps, to_T, upsample_kept
 from fundiff.views import gaussian_blur, get_view, hybrid_filters
 
-Settings = Mapping[str, Any]
 #: what a recipe returns: its figure (as data) and the numbers it measured
 Result = tuple[Grid, dict[str, Any]]
-
-
-def strided(schedule: NoiseSchedule, timesteps: Settings) -> list[int]:
-    """The strided list (e.g. 990..0 by 30) in the schedule's own T."""
-    ts = strided_timesteps(timesteps["start"], timesteps["stride"])
-    T = schedule.num_train_timesteps
-    return ts if T == 1000 else scale_timesteps(ts, from_T=1000, to_T=T)
-
-
-def to_T(t: int, schedule: NoiseSchedule) -> int:
-    """A timestep in 1000-step units mapped to the schedule's T."""
-    T = schedule.num_train_timesteps
-    return min(T - 1, max(0, round(t * T / 1000)))
-
-
-def leading_timesteps(T: int, steps: int) -> list[int]:
-    """``num_inference_steps`` timesteps spaced like diffusers' default ("leading")."""
-    if steps >= T:
-        return list(range(T - 1, -1, -1))
-    ratio = T // steps
-    return sorted({i * ratio for i in range(steps)}, reverse=True)
 
 
 def psnr_db(x: Tensor, ref: Tensor, value_range: tuple[float, float]) -> float:
     """PSNR in dB of one image batch against a reference, clipped to the value range."""
     lo, hi = value_range
     return float(samplers.psnr(x.clamp(lo, hi), ref, data_range=hi - lo).mean())
-
-
-class Job:
-    """What every recipe gets: the denoiser, backend settings, task settings and a generator."""
-
-    def __init__(
-        self,
-        denoiser: Any,
-        backend: Settings,
-        settings: Settings,
-        *,
-        schedule: NoiseSchedule | None = None,
-        upsampler: Callable[[Tensor, str, torch.Generator], Tensor] | None = None,
-        judge: Any = None,
-    ) -> None:
-        self.denoiser = denoiser
-        self.schedule = schedule if schedule is not None else denoiser.schedule
-        self.backend = backend
-        self.settings = settings
-        self.upsampler = upsampler
-        self.judge = judge
-        device = getattr(denoiser, "device", "cpu") if denoiser is not None else "cpu"
-        self.device = torch.device(device)
-        self.generator = seed_generator(backend["seed"], self.device)
-        #: single results kept at their native size by name (A0: the 256 px images)
-        self.native: dict[str, Tensor] = {}
-
-    @property
-    def timesteps(self) -> list[int]:
-        """The backend's strided timesteps in the schedule's T (sampling tasks only)."""
-        return strided(self.schedule, self.backend["timesteps"])
-
-    @property
-    def kw(self) -> dict[str, Any]:
-        """Sampler-loop options from the backend settings (the step's noise variance)."""
-        return {"variance": self.backend.get("variance", "model")}
-
-    def loop(self, guidance: bool = True) -> dict[str, Any]:
-        """Keywords of a strided sampling loop: generator, timesteps, variance (+ CFG scale)."""
-        kw = {"generator": self.generator, "timesteps": self.timesteps, **self.kw}
-        return {**kw, "guidance": self.backend["guidance"]} if guidance else kw
-
-    @property
-    def value_range(self) -> tuple[float, float]:
-        return tuple(self.backend["value_range"])  # type: ignore[return-value]
-
-    def prompt(self, key: str = "prompt") -> str:
-        """The task's prompt, or the backend's base prompt when the task leaves it null."""
-        value = self.settings.get(key)
-        return self.backend["base_prompt"] if value is None else value
 
 
 def _row(batch: Tensor) -> list[Tensor]:
@@ -264,6 +191,7 @@ def _samples(job: Job, prompt: str, guidance: float | None, title: str) -> Resul
     """Samples from pure noise in one row (A1.5 without, A1.6 with CFG)."""
     n = job.settings["n"]
     x = samplers.sample(job.denoiser, prompt, n, **job.loop(guidance=False), guidance=guidance)
+    job.keep([f"sample_{i + 1}" for i in range(n)], x, prompt)
     grid = Grid([_row(x)], col_labels=[f"sample {i + 1}" for i in range(len(x))], title=title)
     return grid, {"prompt": prompt, "guidance": guidance, "n": len(x)}
 
@@ -283,6 +211,7 @@ def cfg(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
 def _levels(job: Job, image: Tensor, prompt: str, title: str) -> Result:
     levels = job.settings["i_starts"]
     results = samplers.sdedit(job.denoiser, image, levels, prompt, **job.loop())
+    job.keep([f"i_start_{i}" for i in levels], torch.cat(results), prompt)
     row = [r[0].float().cpu() for r in results] + [image[0].cpu()]
     cols = [f"i_start {i} (t {job.timesteps[i]})" for i in levels] + ["original"]
     grid = Grid([row], col_labels=cols, title=title)
@@ -323,6 +252,7 @@ def inpaint(job: Job, image: Tensor, mask: Tensor) -> Result:
         )
         for _ in range(s["n"])
     ]
+    job.keep([f"result_{k + 1}" for k in range(len(results))], torch.cat(results), prompt)
     m = mask[0].cpu()
     mask_img = m.expand(image.shape[1], -1, -1) * (job.value_range[1] - lo) + lo
     hole = image[0].cpu() * (1 - m) + lo * m
@@ -355,6 +285,8 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     p1, p2 = item["prompts"]
     view = get_view(item["view"])
     x = samplers.visual_anagram(job.denoiser, [p1, p2], ["identity", view], n, **job.loop())
+    seeds = [f"seed_{k + 1}" for k in range(n)]
+    job.keep(seeds, x, p1, Views((p1, p2), ("identity", item["view"])))
     seen = view.view(x)
     grid = Grid(
         [_row(x), _row(seen)],
@@ -389,6 +321,8 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
         kernel_size=item["kernel"],
     )
     lp = hybrid_filters(job.denoiser.resolution, sigma=item["sigma"], kernel_size=item["kernel"])[0]
+    seeds = [f"seed_{k + 1}" for k in range(n)]
+    job.keep(seeds, x, low, Views((low, high), ("lowpass", "highpass"), (lp.sigma, lp.kernel_size)))
     far = gaussian_blur(x.float(), lp.kernel_size, lp.sigma)
     small = torch.nn.functional.interpolate(x.float(), scale_factor=0.25, mode="area")
     grid = Grid(
@@ -432,6 +366,7 @@ def run_task(
     if mask is not None:
         mask = mask.to(job.device)
     grid, numbers = run(job, image, mask)
+    upsample_kept(job)
     grid.save(out_png, value_range=job.value_range)
     for name, path in (native or {}).items():
         if name not in job.native:

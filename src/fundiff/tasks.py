@@ -40,6 +40,9 @@ SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {"local": ("schedule",), "deepfloyd"
 UPSAMPLE_KEYS: tuple[str, ...] = ("stage2", "upsample", "upsample_steps")
 #: the backend whose stage II upsamples results to 256 px
 UPSAMPLER = "deepfloyd"
+#: whether a views-aware stage II exists (anagrams/hybrids at 256 px): the hook for it is
+#: ``fundiff.jobs.Job.views_upsampler``; set True once scripts/run_parta_task.py builds one
+VIEWS_STAGE2 = False
 #: what every sampling loop reads: strided timesteps and the step's noise variance
 LOOP = ("timesteps", "variance")
 
@@ -65,7 +68,9 @@ class Task:
         judge: its local-backend results are judged by the Part B digit classifier.
         uses: backend settings its recipe reads (beyond seed and device).
         metrics: keys of its JSON that the writeup tabulates (empty: JSON not tabulated).
-        upsample: its results can go through DeepFloyd stage II (256 px).
+        upsample: how its results go through DeepFloyd stage II (256 px) when its config sets
+            ``upsample: true``: ``"plain"`` (stage II with the task's prompt), ``"views"``
+            (stage II with the same views/factorization: anagrams, hybrids) or None (never).
         results: names of a job's single result images from the task's settings (the same for
             every item: a rule's outputs are fixed when the workflow is parsed); each
             upsampled result is saved as ``256px/<item>_<name>.png``.
@@ -82,7 +87,7 @@ class Task:
     judge: bool = False
     uses: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    upsample: bool = False
+    upsample: str | None = None
     results: Callable[[Mapping[str, Any]], list[str]] | None = None
 
     @property
@@ -100,6 +105,16 @@ def _per_step_count(settings: Mapping[str, Any]) -> list[str]:
     return [f"{s}steps_{i + 1}" for s in settings["steps"] for i in range(settings["n"])]
 
 
+def _per_level(settings: Mapping[str, Any]) -> list[str]:
+    """SDEdit-like results: one per noise level, e.g. ``i_start_5``."""
+    return [f"i_start_{i}" for i in settings["i_starts"]]
+
+
+def _numbered(prefix: str) -> Callable[[Mapping[str, Any]], list[str]]:
+    """Results ``<prefix>_1`` .. ``<prefix>_n``, n from the task's settings."""
+    return lambda settings: [f"{prefix}_{i + 1}" for i in range(settings["n"])]
+
+
 _SAMPLE = ("guidance", *LOOP)
 _EDIT = ("base_prompt", *_SAMPLE)
 
@@ -108,7 +123,7 @@ TASKS: dict[str, Task] = {
     t.key: t
     for t in (
         Task("text_to_image", "a0_text_to_image", "0. Setup: sampling from text prompts",
-             "text_to_image", "prompts", uses=("guidance", "variance"), upsample=True,
+             "text_to_image", "prompts", uses=("guidance", "variance"), upsample="plain",
              results=_per_step_count),
         Task("forward", "a1_1_forward", "1.1 Implementing the forward process",
              "forward", "test_image", image="test_image", model=False),
@@ -122,24 +137,29 @@ TASKS: dict[str, Task] = {
              "test_image", image="test_image", uses=("base_prompt", *LOOP),
              metrics=("psnr_iterative", "psnr_one_step", "psnr_blur")),
         Task("sampling", "a1_5_sampling", "1.5 Diffusion model sampling", "sampling",
-             "samples", uses=("base_prompt", *LOOP)),
+             "samples", uses=("base_prompt", *LOOP), upsample="plain",
+             results=_numbered("sample")),
         Task("cfg", "a1_6_cfg", "1.6 Classifier-free guidance (CFG)", "cfg", "samples",
-             uses=_EDIT),
+             uses=_EDIT, upsample="plain", results=_numbered("sample")),
         Task("sdedit", "a1_7_sdedit", "1.7 Image-to-image translation (SDEdit)", "sdedit",
-             "images", image="item", uses=_EDIT),
+             "images", image="item", uses=_EDIT, upsample="plain", results=_per_level),
         Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
-             "sdedit", "images", image="item", uses=_EDIT),
+             "sdedit", "images", image="item", uses=_EDIT, upsample="plain",
+             results=_per_level),
         Task("inpaint", "a1_7_2_inpaint", "1.7.2 Inpainting", "inpaint", "images",
-             image="item", mask=True, uses=_EDIT),
+             image="item", mask=True, uses=_EDIT, upsample="plain",
+             results=_numbered("result")),
         Task("translate", "a1_7_3_translate", "1.7.3 Text-conditional image-to-image translation",
-             "translate", "map:items", image="item.image", uses=_SAMPLE),
+             "translate", "map:items", image="item.image", uses=_SAMPLE,
+             upsample="plain", results=_per_level),
         Task("anagrams", "a1_8_anagrams", "1.8 Visual anagrams", "anagrams", "map:illusions",
-             judge=True, uses=_SAMPLE,
+             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
              metrics=("success", "upright_correct", "view_correct", "baseline_plain_samples")),
         Task("hybrids", "a1_9_hybrids", "1.9 Hybrid images", "hybrids", "map:pairs",
-             judge=True, uses=_SAMPLE, metrics=("success", "far_correct", "near_correct")),
+             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
+             metrics=("success", "far_correct", "near_correct")),
         Task("logo", "a_logo", "Bells & whistles: course logo", "translate", "image",
-             image="item", uses=_SAMPLE),
+             image="item", uses=_SAMPLE, upsample="plain", results=_per_level),
     )
 }  # fmt: skip
 
@@ -224,7 +244,7 @@ def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
     """
     task, bcfg = get(key), config["partA"][backend]
     names = [*task.uses, *(MODEL_KEYS if task.model else SCHEDULE_KEYS)[backend]]
-    if task.upsample and backend == UPSAMPLER:
+    if upsampled(config, backend, key):
         names += UPSAMPLE_KEYS
     params: dict[str, Any] = {"seed": config["seed"], "device": config["device"]}
     for name in names:
@@ -241,10 +261,31 @@ def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
 def upsampled(config: Config, backend: str, key: str) -> bool:
     """Whether the jobs of task ``key`` on ``backend`` also save each result at 256 px.
 
-    Only DeepFloyd has a stage II; A0 upsamples when ``partA.deepfloyd.upsample`` is true.
+    On when the task's ``upsample`` is true (for A0 also the older backend-level
+    ``partA.deepfloyd.upsample``). Only DeepFloyd has a stage II; anagrams and hybrids need the
+    views-aware stage II, not available yet: asking for either is one error naming the key.
     """
-    task = get(key)
-    return task.upsample and backend == UPSAMPLER and bool(config["partA"][backend]["upsample"])
+    task, bcfg = get(key), config["partA"][backend]
+    tcfg = bcfg["tasks"][key]
+    on = bool(tcfg.get("upsample")) or (key == "text_to_image" and bool(bcfg.get("upsample")))
+    if not (on and bcfg["enabled"] and tcfg["enabled"]):
+        return False
+    where = f"config key partA.{backend}.tasks.{key}.upsample"
+    if task.upsample is None or backend != UPSAMPLER:
+        raise FundiffError(f"{where}: only DeepFloyd results of generating tasks have a stage II")
+    if task.upsample == "views" and not VIEWS_STAGE2:
+        raise FundiffError(
+            f"{where}: stage II with the views of {key} is not available yet; set it to false"
+        )
+    return True
+
+
+def check(config: Config) -> None:
+    """Registry-level config checks (run at parse time): FundiffError naming the key."""
+    for backend in config["partA"]:
+        if isinstance(config["partA"][backend], Mapping):
+            for key in TASKS:
+                upsampled(config, backend, key)
 
 
 def result_names(config: Config, backend: str, key: str) -> list[str]:
