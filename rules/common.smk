@@ -129,7 +129,7 @@ def parta_variants(task):
 
 def upsampled_path(folder, name):
     """Where a job saves one of its results at 256 px (``{backend}``/``{item}`` wildcards)."""
-    return f"{PA}/{folder}/256px/{{item}}_{name}.png"
+    return f"{PA}/{folder}/{{item}}-256px-{name}.png"
 
 
 def upsampled_outputs(folder, names):

@@ -216,7 +216,11 @@ def test_captions_render_with_real_params(toy: Path) -> None:
     # A0's stage-II results, each its own report item (ci.yaml: 3 and 5 steps, n = 1)
     names = [v.get("name", "") + str(v.get("filename", "")) for v in results.values()]
     assert (
-        sum("a_rocket_ship_3steps_1" in n or "a_rocket_ship_5steps_1" in n for n in names) == 2
+        sum(
+            "a_rocket_ship-256px-3steps_1" in n or "a_rocket_ship-256px-5steps_1" in n
+            for n in names
+        )
+        == 2
     ), names
 
 

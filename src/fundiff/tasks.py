@@ -73,7 +73,7 @@ class Task:
             (stage II with the same views/factorization: anagrams, hybrids) or None (never).
         results: names of a job's single result images from the task's settings (the same for
             every item: a rule's outputs are fixed when the workflow is parsed); each
-            upsampled result is saved as ``256px/<item>_<name>.png``.
+            upsampled result is saved as ``<item>-256px-<name>.png`` beside the figure.
     """
 
     key: str
