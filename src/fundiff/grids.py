@@ -81,8 +81,8 @@ def _finish(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-#: labels wrap to this fraction of a cell (an image is ~95% of its cell; keep a margin)
-LABEL_FIT = 0.85
+#: labels wrap to this fraction of a cell (an image is ~95% of its cell; a small margin)
+LABEL_FIT = 0.9
 #: height of one line of 8 pt label text, in inches
 LINE_INCHES = 8 * 1.25 / 72
 
