@@ -18,6 +18,7 @@ from fundiff.config import (
 )
 from fundiff.configfiles import assemble_config, workflow_config_sources
 from fundiff.errors import FundiffError
+from fundiff import tasks as parta_registry
 
 # Snakemake's own merge keeps duplicate YAML keys and reads nested --config values as strings:
 # rebuild config from the same sources (fundiff.configfiles), then validate it.
@@ -29,6 +30,7 @@ try:
     validate_config(config, SCHEMA)
     if workflow.local_exec:  # cluster jobs find their GPU on the compute nodes
         check_device(config["device"])
+    parta_registry.check(config)
 except FundiffError as err:
     sys.exit(f"fundiff: invalid configuration: {err}")
 
@@ -93,26 +95,13 @@ def partb_numbers():
 
 
 # ---------------------------------------------------------------------------- Part A
+# What each task needs and does is declared once, in the task registry (fundiff.tasks);
+# the functions below only turn it into file paths and params for Snakemake.
 
 # task key in config -> folder name of its figures (course numbering)
-PARTA_TASKS = {
-    "text_to_image": "a0_text_to_image",
-    "forward": "a1_1_forward",
-    "blur": "a1_2_blur",
-    "one_step": "a1_3_one_step",
-    "iterative": "a1_4_iterative",
-    "sampling": "a1_5_sampling",
-    "cfg": "a1_6_cfg",
-    "sdedit": "a1_7_sdedit",
-    "sdedit_drawn": "a1_7_1_sdedit_drawn",
-    "inpaint": "a1_7_2_inpaint",
-    "translate": "a1_7_3_translate",
-    "anagrams": "a1_8_anagrams",
-    "hybrids": "a1_9_hybrids",
-    "logo": "a_logo",
-}
-# tasks whose job also writes measured numbers next to the figure
-PARTA_NUMBERS = {"blur", "one_step", "iterative", "anagrams", "hybrids"}
+PARTA_TASKS = {key: task.folder for key, task in parta_registry.TASKS.items()}
+# tasks whose job also writes measured numbers that the writeup tabulates
+PARTA_NUMBERS = {key for key, task in parta_registry.TASKS.items() if task.numbers}
 
 
 def enabled_backends():
@@ -123,27 +112,7 @@ def enabled_backends():
 
 def task_items(backend, task):
     """Item names (one job each) of a Part A task on a backend."""
-    bcfg = config["partA"][backend]
-    tcfg = bcfg["tasks"][task]
-    if not tcfg["enabled"]:
-        return []
-    if task == "text_to_image":
-        return [slug(p) for p in tcfg["prompts"]]
-    if task in ("forward", "blur", "one_step", "iterative"):
-        return [bcfg["test_image"]]
-    if task in ("sampling", "cfg"):
-        return ["samples"]
-    if task in ("sdedit", "sdedit_drawn", "inpaint"):
-        return list(tcfg["images"])
-    if task == "translate":
-        return list(tcfg["items"])
-    if task == "anagrams":
-        return list(tcfg["illusions"])
-    if task == "hybrids":
-        return list(tcfg["pairs"])
-    if task == "logo":
-        return [tcfg["image"]]
-    raise ValueError(task)
+    return parta_registry.items(config["partA"][backend], task)
 
 
 def parta_outputs(ext, tasks=PARTA_TASKS):
@@ -155,29 +124,60 @@ def parta_outputs(ext, tasks=PARTA_TASKS):
     ]
 
 
-def backend_params(wildcards):
-    """What every Part A job of a backend needs: model, schedule, guidance, seed."""
-    bcfg = config["partA"][wildcards.backend]
-    keep = ("guidance", "timesteps", "base_prompt", "test_image", "variance")
-    params = {k: bcfg[k] for k in keep}
-    params["forward_timesteps"] = bcfg["tasks"]["forward"]["timesteps"]
-    params["seed"] = config["seed"]
-    params["device"] = config["device"]
-    if wildcards.backend == "deepfloyd":
-        for k in (
-            "stage1",
-            "stage2",
-            "dtype",
-            "variant",
-            "offload",
-            "upsample",
-            "upsample_steps",
-        ):
-            params[k] = bcfg[k]
-    else:
-        spec = config["partB"]["runs"][bcfg["run"]]
-        params["run"] = bcfg["run"]
-        params["schedule"] = {k: spec[k] for k in ("T", "beta_start", "beta_end")}
+def parta_variants(task):
+    """(rule name, backends, 256 px result names) of each rule of a Part A task: one for the
+    backends that keep only the figure, one for the backend that upsamples (if it does).
+    """
+    up = [b for b in BACKENDS if parta_registry.upsampled(config, b, task)]
+    plain = [b for b in BACKENDS if b not in up]
+    variants = [(f"parta_{task}", plain, [])] if plain else []
+    for b in up:
+        variants.append(
+            (f"parta_{task}_256", [b], parta_registry.result_names(config, b, task))
+        )
+    return variants
+
+
+def upsampled_path(folder, name):
+    """Where a job saves one of its results at 256 px (``{backend}``/``{item}`` wildcards)."""
+    return f"{PA}/{folder}/{{item}}-256px-{name}.png"
+
+
+def upsampled_outputs(folder, names):
+    """The named output ``up`` of a rule that saves 256 px results ({} if it saves none)."""
+    if not names:
+        return {}
+    return {"up": [upsampled_report(folder, n) for n in names]}
+
+
+def upsampled_report(folder, name):
+    """One 256 px result as a Snakemake report item (shown at its native size)."""
+    return report(
+        upsampled_path(folder, name),
+        caption=f"{workflow.basedir}/report/captions/{folder}.rst",
+        category="Part A",
+        subcategory=f"{folder} (256 px)",
+        labels={"backend": "{backend}", "item": "{item}", "result": name},
+    )
+
+
+def parta_upsampled_figures():
+    """Every 256 px result image of this configuration."""
+    return [
+        upsampled_path(PARTA_TASKS[t], n).format(backend=b, item=item)
+        for b in enabled_backends()
+        for t in PARTA_TASKS
+        for n in parta_registry.result_names(config, b, t)
+        for item in task_items(b, t)
+    ]
+
+
+def backend_params(task):
+    """Params function: only the backend settings ``task`` reads (+ seed, device)."""
+
+    def params(wildcards):
+        return parta_registry.backend_params(config, wildcards.backend, task)
+
     return params
 
 
@@ -185,71 +185,39 @@ def task_params(task):
     """Params function for one task: only this item's settings (so edits rerun only it)."""
 
     def params(wildcards):
-        tcfg = dict(config["partA"][wildcards.backend]["tasks"][task])
-        for key, field in (
-            ("items", "translate"),
-            ("illusions", "anagrams"),
-            ("pairs", "hybrids"),
-        ):
-            if task == field:
-                tcfg["item"] = tcfg.pop(key)[wildcards.item]
-        if task == "text_to_image":
-            tcfg["item"] = {"prompt": prompt_for_slug(wildcards)}
-            del tcfg["prompts"]
-        if task in ("sdedit", "sdedit_drawn", "inpaint"):
-            del tcfg["images"]
-        return tcfg
+        bcfg = config["partA"][wildcards.backend]
+        return parta_registry.item_settings(bcfg, task, wildcards.item)
 
     return params
-
-
-def prompt_for_slug(wildcards):
-    prompts = config["partA"][wildcards.backend]["tasks"]["text_to_image"]["prompts"]
-    return {slug(p): p for p in prompts}[wildcards.item]
-
-
-def image_name(task):
-    """Which input image a job of ``task`` reads (None for pure sampling)."""
-
-    def name(wildcards):
-        bcfg = config["partA"][wildcards.backend]
-        if task in ("forward", "blur", "one_step", "iterative"):
-            return bcfg["test_image"]
-        if task == "translate":
-            return bcfg["tasks"]["translate"]["items"][wildcards.item]["image"]
-        return wildcards.item
-
-    return name
-
-
-NO_IMAGE = {"text_to_image", "sampling", "cfg", "anagrams", "hybrids"}
-NO_MODEL = {"forward", "blur"}
 
 
 def image_spec(task):
     """Params function: the inputs-manifest entry of the job's image (None if it has none)."""
 
     def spec(wildcards):
-        if task in NO_IMAGE:
-            return None
-        return config["inputs"][image_name(task)(wildcards)]
+        return parta_registry.image_spec(
+            config, wildcards.backend, task, wildcards.item
+        )
 
     return spec
 
 
 def parta_inputs(task):
     """Input function of a Part A job: model files, its image (+ mask), the judge."""
+    spec = parta_registry.get(task)
 
     def inputs(wildcards):
         files = {}
-        if task not in NO_MODEL:
+        if spec.model:
             files.update(model_inputs(task, wildcards))
-        if task not in NO_IMAGE:
-            entry = config["inputs"][image_name(task)(wildcards)]
+        entry = parta_registry.image_spec(
+            config, wildcards.backend, task, wildcards.item
+        )
+        if entry is not None:
             files["image"] = entry["path"]
-            if task == "inpaint":
+            if spec.mask:
                 files["mask"] = entry["mask"]
-        if task in ("anagrams", "hybrids"):
+        if spec.judge:
             files.update(judge_inputs(wildcards))
         return files
 
@@ -288,7 +256,7 @@ def prompt_text(wildcards):
 
 def all_figures():
     """Every figure of this configuration (the writeup fails if one is missing)."""
-    return parta_outputs("png") + partb_figures()
+    return parta_outputs("png") + parta_upsampled_figures() + partb_figures()
 
 
 def all_numbers():

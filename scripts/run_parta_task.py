@@ -3,7 +3,7 @@
 import json
 import sys
 
-from fundiff import backends, images, parta
+from fundiff import backends, images, parta, tasks
 from fundiff.runtime import set_threads
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -15,8 +15,10 @@ settings = dict(snakemake.params.backend)
 res, channels, value_range = backends.BACKEND_GEOMETRY[backend]
 settings["value_range"] = value_range
 
+spec = tasks.get(task)
+
 files = {k: (list(v) if k == "embeddings" else str(v)) for k, v in snakemake.input.items()}
-if task in ("forward", "blur"):
+if not spec.model:
     denoiser, schedule = None, backends.schedule_for(backend, settings)
 else:
     denoiser = backends.load_backend(backend, settings, files)
@@ -39,7 +41,8 @@ if "judge" in files:
 
     judge = load_classifier(files["judge"])
 upsampler = None
-if task == "text_to_image" and backend == "deepfloyd" and settings["upsample"]:
+results = getattr(snakemake.params, "results", [])  # 256 px results (registry order)
+if results:  # only where fundiff.tasks.upsampled: DeepFloyd's stage II
     upsampler = backends.deepfloyd_upsampler(settings, denoiser)
 
 job = parta.Job(
@@ -50,7 +53,8 @@ job = parta.Job(
     upsampler=upsampler,
     judge=judge,
 )
-numbers = parta.run_task(task, job, image, mask, snakemake.output.png)
+native = dict(zip(results, getattr(snakemake.output, "up", []), strict=True))
+numbers = parta.run_task(task, job, image, mask, snakemake.output.png, native=native)
 with open(snakemake.output.json, "w") as f:
     json.dump(numbers, f, indent=2)
 print(json.dumps(numbers), file=sys.stderr)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from fundiff.errors import FundiffError
 from fundiff.figures import (
+    Grid,
     arrange_by_class,
     contact_sheet,
     denoising_figure,
@@ -24,7 +25,9 @@ from fundiff.figures import (
     tile,
     to_uint8,
     trajectory_gif,
+    wrap_label,
 )
+from fundiff.grids import grid_figure, save_image
 
 torch.set_num_threads(1)
 
@@ -181,3 +184,57 @@ def test_trajectory_gif(tmp_path: Path) -> None:
         assert im.n_frames == 5
         w, h = im.size
     assert (w, h) == (2 * (10 * 30 + 2), 2 * (2 * 30 + 2))  # 10 x 2 tiles (28 px + 2 pad), x2
+
+
+LONG = "an oil painting of people around a campfire at night"
+
+
+def test_long_labels_wrap_inside_their_cells() -> None:
+    """Row, column and cell labels stay within their image's extent (measured after drawing)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    img = torch.rand(3, 16, 16)
+    fig = grid_figure(
+        [[img, img, img], [img, img, img]],
+        row_labels=[f"vflip: '{LONG}'", "'a lithograph of waterfalls' upright"],
+        col_labels=[LONG, "seed 2", "supercalifragilisticexpialidocious_and_more"],
+        cell_labels=[[LONG, "x", ""], ["", "", LONG]],
+        title="Visual anagram",
+    )
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    checked = 0
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for text, axis in ((ax.title, "x"), (ax.xaxis.label, "x"), (ax.yaxis.label, "y")):
+            if not text.get_text():
+                continue
+            tb = text.get_window_extent(renderer)
+            lo, hi = (tb.x0, tb.x1) if axis == "x" else (tb.y0, tb.y1)
+            blo, bhi = (box.x0, box.x1) if axis == "x" else (box.y0, box.y1)
+            assert blo - 1 <= lo and hi <= bhi + 1, (text.get_text(), (lo, hi), (blo, bhi))
+            assert tb.x0 >= 0 and tb.y1 <= fig.bbox.y1, text.get_text()
+            checked += 1
+    assert checked == 8
+    assert fig.axes[0].title.get_text().count("\n") >= 2  # it did wrap
+    assert fig.axes[1].title.get_text() == "seed 2"  # short labels stay as they are
+
+
+def test_wrap_label() -> None:
+    assert wrap_label("seed 1", 1.0, 8) == "seed 1"
+    assert wrap_label("k 3, σ 1\n20.1 dB", 1.0, 7) == "k 3, σ 1\n20.1 dB"
+    wrapped = wrap_label(LONG, 1.0, 8)
+    assert wrapped.replace("\n", " ") == LONG and wrapped.count("\n") >= 2
+    assert all(len(line) > 1 for line in wrap_label("x" * 80, 0.5, 8).split("\n"))
+
+
+def test_grid_as_data_and_native_size_images(tmp_path: Path) -> None:
+    img = torch.rand(3, 40, 40) * 2 - 1
+    grid = Grid([[img, None], [img, img]], row_labels=["a", "b"], title="t")
+    path = grid.save(tmp_path / "g.png", value_range=(-1.0, 1.0))
+    assert Image.open(path).size[0] > 150
+    one = save_image(img, tmp_path / "one.png", value_range=(-1.0, 1.0))
+    with Image.open(one) as im:
+        assert im.size == (40, 40) and im.mode == "RGB"
+        assert np.array_equal(np.asarray(im), to_uint8(img, (-1.0, 1.0)))

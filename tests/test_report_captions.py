@@ -63,27 +63,31 @@ rule all:
 
 
 for task, folder in PARTA_TASKS.items():
+    for name, backends, results in parta_variants(task):
 
-    rule:
-        name:
-            f"toy_parta_{task}"
-        input:
-            "fig.png",
-        output:
-            png=report(
-                f"{PA}/{folder}/{{item}}.png",
-                caption=f"{CAP}/{folder}.rst",
-                category="Part A",
-                subcategory=folder,
-                labels={"backend": "{backend}", "item": "{item}"},
-            ),
-        params:
-            task=task,
-            backend=backend_params,
-            settings=task_params(task),
-            image=image_spec(task),
-        shell:
-            "cp {input} {output}"
+        rule:
+            name:
+                f"toy_{name}"
+            wildcard_constraints:
+                backend="|".join(backends),
+            input:
+                "fig.png",
+            output:
+                png=report(
+                    f"{PA}/{folder}/{{item}}.png",
+                    caption=f"{CAP}/{folder}.rst",
+                    category="Part A",
+                    subcategory=folder,
+                    labels={"backend": "{backend}", "item": "{item}"},
+                ),
+                **upsampled_outputs(folder, results),
+            params:
+                task=task,
+                backend=backend_params(task),
+                settings=task_params(task),
+                image=image_spec(task),
+            shell:
+                "for f in {output}; do cp {input} $f; done"
 
 
 rule toy_noising:
@@ -209,6 +213,15 @@ def test_captions_render_with_real_params(toy: Path) -> None:
         r"Training loss per step of run ddpm_class, log scale, \d+ epochs? \(ddpm", joined
     )
     assert "σ = 0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0" in joined
+    # A0's stage-II results, each its own report item (ci.yaml: 3 and 5 steps, n = 1)
+    names = [v.get("name", "") + str(v.get("filename", "")) for v in results.values()]
+    assert (
+        sum(
+            "a_rocket_ship-256px-3steps_1" in n or "a_rocket_ship-256px-5steps_1" in n
+            for n in names
+        )
+        == 2
+    ), names
 
 
 def test_workflow_description(toy: Path) -> None:

@@ -1,6 +1,7 @@
 """Figures for the whole project (Part A and Part B): PNG grids, loss curves and GIFs.
 
-Generic helpers: :func:`to_uint8`, :func:`tile`, :func:`image_grid`, :func:`contact_sheet`,
+Generic helpers: :func:`to_uint8`, :func:`tile`, :func:`image_grid` / :class:`Grid`,
+:func:`wrap_label`, :func:`contact_sheet`, :func:`save_image` (from :mod:`fundiff.grids`),
 :func:`save_gif`, :func:`loss_curve`. Part B figures: :func:`noising_grid`,
 :func:`denoising_figure`, :func:`ood_figure`, :func:`pure_noise_figure`, :func:`sample_grid`,
 :func:`trajectory_gif`.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,12 +27,25 @@ from PIL import Image
 from torch import Tensor
 
 from fundiff.errors import FundiffError
+from fundiff.grids import (
+    Grid,
+    ImageLike,
+    _finish,
+    contact_sheet,
+    image_grid,
+    save_image,
+    to_uint8,
+    wrap_label,
+)
 
 __all__ = [
     "to_uint8",
     "tile",
+    "Grid",
     "image_grid",
+    "wrap_label",
     "contact_sheet",
+    "save_image",
     "save_gif",
     "loss_curve",
     "noising_grid",
@@ -43,40 +56,6 @@ __all__ = [
     "arrange_by_class",
     "trajectory_gif",
 ]
-
-ImageLike = Tensor | np.ndarray
-DPI = 100
-
-
-def to_uint8(x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """One image -> uint8 numpy, (H, W) for 1 channel or (H, W, 3) for RGB.
-
-    Accepts (H, W), (C, H, W), (1, C, H, W) tensors/arrays and numpy (H, W, C). Float values are
-    mapped linearly from ``value_range`` to 0..255 and clipped; uint8 input is passed through.
-    """
-    if isinstance(x, Tensor):
-        a = x.detach().cpu()
-        a = a.float().numpy() if a.dtype != torch.uint8 else a.numpy()
-    else:
-        a = np.asarray(x)
-    if a.ndim == 4 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim == 3:
-        if a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-            a = np.moveaxis(a, 0, -1)  # CHW -> HWC
-        elif a.shape[0] in (1, 3, 4) and isinstance(x, Tensor):
-            a = np.moveaxis(a, 0, -1)  # tensors are always CHW
-        if a.shape[-1] == 4:
-            a = a[..., :3]
-        if a.shape[-1] == 1:
-            a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
-        raise FundiffError(f"cannot show an image of shape {np.shape(x)} (want (C,H,W) or (H,W))")
-    if a.dtype == np.uint8:
-        return a
-    lo, hi = value_range
-    scaled = (a.astype(np.float64) - lo) / (hi - lo) * 255.0
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def tile(batch: ImageLike, nrow: int | None = None, pad: int = 2, pad_value: float = 0.0) -> Tensor:
@@ -101,117 +80,6 @@ def tile(batch: ImageLike, nrow: int | None = None, pad: int = 2, pad_value: flo
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         out[:, y : y + h, x : x + w] = b[k]
     return out
-
-
-def _finish(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
-
-
-def image_grid(
-    rows: Sequence[Sequence[ImageLike | None]],
-    *,
-    path: str | Path,
-    row_labels: Sequence[str] | None = None,
-    col_labels: Sequence[str] | None = None,
-    cell_labels: Sequence[Sequence[str]] | None = None,
-    title: str | None = None,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    cmap: str | None = None,
-    cell_inches: float = 1.0,
-) -> Path:
-    """Save a PNG grid: ``rows[r][c]`` is one image (or None for an empty cell; rows may differ
-    in length). Row labels go left of each row, column labels above the first row, optional
-    ``cell_labels[r][c]`` under each image. ``cmap`` defaults to gray for 1-channel images."""
-    if not rows or not any(len(r) for r in rows):
-        raise FundiffError("image_grid needs at least one image")
-    nr = len(rows)
-    nc = max(len(r) for r in rows)
-    if row_labels is not None and len(row_labels) != nr:
-        raise FundiffError(f"{len(row_labels)} row labels for {nr} rows")
-    if col_labels is not None and len(col_labels) > nc:
-        raise FundiffError(f"{len(col_labels)} column labels for {nc} columns")
-    extra_w = 0.6 if row_labels else 0.1
-    if title:  # wrap to the figure's width (about 11 characters of 10 pt text per inch)
-        title = "\n".join(textwrap.wrap(title, max(12, int((nc * cell_inches + extra_w) * 11))))
-    title_lines = title.count("\n") + 1 if title else 0
-    label_lines = max((str(t).count("\n") + 1 for r in cell_labels or [] for t in r), default=0)
-    extra_h = (0.25 + 0.2 * title_lines if title else 0.1) + (0.25 if col_labels else 0.0)
-    cell_pad = 0.15 * label_lines + (0.05 if label_lines else 0.0)
-    cell_h = cell_inches + cell_pad
-    fig_w, fig_h = nc * cell_inches + extra_w, nr * cell_h + extra_h
-    fig = Figure(figsize=(fig_w, fig_h))
-    axes = fig.subplots(nr, nc, squeeze=False)
-    for r in range(nr):
-        for c in range(nc):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            img = rows[r][c] if c < len(rows[r]) else None
-            if img is None:
-                ax.axis("off")
-                continue
-            u8 = to_uint8(img, value_range)
-            ax.imshow(
-                u8,
-                cmap=cmap or ("gray" if u8.ndim == 2 else None),
-                vmin=0,
-                vmax=255,
-                interpolation="nearest",
-            )
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if c == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[r], fontsize=8)
-            if r == 0 and col_labels is not None and c < len(col_labels):
-                ax.set_title(col_labels[c], fontsize=8)
-            if cell_labels is not None and r < len(cell_labels) and c < len(cell_labels[r]):
-                ax.set_xlabel(cell_labels[r][c], fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(
-        left=extra_w / fig_w,
-        right=1 - 0.05 / fig_w,
-        bottom=0.05 / fig_h + cell_pad / fig_h,
-        top=1 - extra_h / fig_h,
-        wspace=0.05,
-        hspace=cell_pad / cell_inches + 0.05 if cell_labels else 0.05,
-    )
-    return _finish(fig, path)
-
-
-def contact_sheet(
-    images: Sequence[ImageLike],
-    *,
-    path: str | Path,
-    labels: Sequence[str] | None = None,
-    ncols: int | None = None,
-    title: str | None = None,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    cell_inches: float = 1.4,
-) -> Path:
-    """Several results (e.g. one per seed) side by side, each captioned with ``labels[i]``."""
-    if not images:
-        raise FundiffError("contact_sheet needs at least one image")
-    if labels is not None and len(labels) != len(images):
-        raise FundiffError(f"{len(labels)} labels for {len(images)} images")
-    ncols = ncols or min(len(images), 6)
-    rows = [list(images[i : i + ncols]) for i in range(0, len(images), ncols)]
-    cells = (
-        [list(labels[i : i + ncols]) for i in range(0, len(labels), ncols)]
-        if labels is not None
-        else None
-    )
-    return image_grid(
-        rows,
-        path=path,
-        cell_labels=cells,
-        title=title,
-        value_range=value_range,
-        cell_inches=cell_inches,
-    )
 
 
 def save_gif(

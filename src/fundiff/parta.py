@@ -1,7 +1,10 @@
 """Part A deliverables as recipes over the sampler core, one function per task.
 
-Each recipe takes a denoiser (any backend), the task's settings from config and its inputs,
-writes one PNG figure and returns the numbers it measured (saved as JSON next to the figure).
+Each recipe ``recipe(job, image, mask) -> (Grid, numbers)`` takes a :class:`Job` (the denoiser
+of any backend, the backend's and the task's settings from config) and the job's input image
+(1, C, H, W) and mask (1, 1, H, W) (None when the task reads none), and returns its figure as
+data (:class:`fundiff.figures.Grid`) and the numbers it measured (saved as JSON next to the
+figure by :func:`run_task`). Which recipe a task runs is declared in :mod:`fundiff.tasks`.
 Nothing here knows which backend it runs on: resolution, channels, value range and T come from
 the denoiser; strided timesteps are given in DeepFloyd's 1000-step units and scaled to T.
 """
@@ -15,74 +18,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fundiff import samplers
+from fundiff import samplers, tasks
 from fundiff.errors import FundiffError
-from fundiff.figures import image_grid
+from fundiff.figures import Grid, save_image
 from fundiff.filters import gaussian_blur, hybrid_filters
-from fundiff.runtime import seed_generator
-from fundiff.schedules import NoiseSchedule, course_timesteps, leading_timesteps, scale_timestep
+from fundiff.jobs import Job, Views, to_T, upsample_kept
+from fundiff.schedules import leading_timesteps
 from fundiff.views import get_view
 
-Settings = Mapping[str, Any]
-
-
-def strided(schedule: NoiseSchedule, timesteps: Settings) -> list[int]:
-    """The strided list (e.g. 990..0 by 30) in the schedule's own T."""
-    return course_timesteps(schedule.num_train_timesteps, timesteps["start"], timesteps["stride"])
-
-
-def to_T(t: int, schedule: NoiseSchedule) -> int:
-    """A timestep in 1000-step units mapped to the schedule's T."""
-    return scale_timestep(t, schedule.num_train_timesteps)
+#: what a recipe returns: its figure (as data) and the numbers it measured
+Result = tuple[Grid, dict[str, Any]]
 
 
 def psnr_db(x: Tensor, ref: Tensor, value_range: tuple[float, float]) -> float:
     """PSNR in dB of one image batch against a reference, clipped to the value range."""
     lo, hi = value_range
     return float(samplers.psnr(x.clamp(lo, hi), ref, data_range=hi - lo).mean())
-
-
-class Job:
-    """What every recipe gets: the denoiser, backend settings, task settings and a generator."""
-
-    def __init__(
-        self,
-        denoiser: Any,
-        backend: Settings,
-        settings: Settings,
-        *,
-        schedule: NoiseSchedule | None = None,
-        upsampler: Callable[[Tensor, str, torch.Generator], Tensor] | None = None,
-        judge: Any = None,
-    ) -> None:
-        self.denoiser = denoiser
-        self.schedule = schedule if schedule is not None else denoiser.schedule
-        self.backend = backend
-        self.settings = settings
-        self.upsampler = upsampler
-        self.judge = judge
-        device = getattr(denoiser, "device", "cpu") if denoiser is not None else "cpu"
-        self.device = torch.device(device)
-        self.generator = seed_generator(backend["seed"], self.device)
-        self.timesteps = strided(self.schedule, backend["timesteps"])
-
-    @property
-    def kw(self) -> dict[str, Any]:
-        """Sampler-loop options from the backend settings (the step's noise variance)."""
-        return {"variance": self.backend.get("variance", "model")}
-
-    @property
-    def value_range(self) -> tuple[float, float]:
-        return tuple(self.backend["value_range"])  # type: ignore[return-value]
-
-    def prompt(self, key: str = "prompt") -> str:
-        """The task's prompt, or the backend's base prompt when the task leaves it null."""
-        value = self.settings.get(key)
-        return self.backend["base_prompt"] if value is None else value
-
-    def grid(self, rows: list[list[Tensor]], path: str | Path, **kw: Any) -> None:
-        """Save an image grid in the backend's value range."""
-        image_grid(rows, path=path, value_range=self.value_range, **kw)
 
 
 def _row(batch: Tensor) -> list[Tensor]:
@@ -96,7 +47,7 @@ def _label(p: str) -> str:
 # ----------------------------------------------------------------------------- recipes
 
 
-def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A0: CFG samples of one prompt at several step counts (+ stage II where available)."""
     prompt, s = job.settings["item"]["prompt"], job.settings
     T = job.schedule.num_train_timesteps
@@ -119,30 +70,33 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None, out: Path
         if job.upsampler is not None:
             up_rows.append(_row(job.upsampler(x, prompt, job.generator)))
             up_labels.append(f"{steps} steps, 256 px")
-    job.grid(
+            job.native.update({f"{steps}steps_{i + 1}": im for i, im in enumerate(up_rows[-1])})
+    grid = Grid(
         rows + up_rows,
-        out,
         row_labels=labels + up_labels,
         col_labels=[f"sample {i + 1}" for i in range(s["n"])],
         title=f"{_label(prompt)}, CFG {job.backend['guidance']}, seed {job.backend['seed']}",
     )
-    return {"prompt": prompt, "steps": list(s["steps"]), "upsampled": job.upsampler is not None}
+    return grid, {
+        "prompt": prompt,
+        "steps": list(s["steps"]),
+        "upsampled": job.upsampler is not None,
+    }
 
 
-def forward(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+def forward(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.1: the test image noised at t = 250/500/750 (scaled to T)."""
     ts = [to_T(t, job.schedule) for t in job.settings["timesteps"]]
     noisy = [job.schedule.forward(image, t, job.generator)[0] for t in ts]
-    job.grid(
+    grid = Grid(
         [[image[0].cpu()] + [n[0].cpu() for n in noisy]],
-        out,
         col_labels=["original"] + [f"t = {t}" for t in ts],
         title="Forward process",
     )
-    return {"timesteps": ts}
+    return grid, {"timesteps": ts}
 
 
-def blur(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+def blur(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.2: the best Gaussian blur (by PSNR to the clean image) of each noisy image."""
     ts = [to_T(t, job.schedule) for t in job.backend["forward_timesteps"]]
     noisy = torch.cat([job.schedule.forward(image, t, job.generator)[0] for t in ts])
@@ -155,22 +109,21 @@ def blur(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
         data_range=hi - lo,
     )
     cells = [f"k {b['kernel_size']}, σ {b['sigma']:g}\n{b['psnr']:.1f} dB" for b in best]
-    job.grid(
+    grid = Grid(
         [_row(noisy), _row(blurred)],
-        out,
         row_labels=["noisy", "best blur"],
         col_labels=[f"t = {t}" for t in ts],
         cell_labels=[[""] * len(ts), cells],
         title="Classical denoising: best Gaussian blur",
     )
-    return {
+    return grid, {
         "timesteps": ts,
         "best": best,
         "noisy_psnr": [psnr_db(n[None], image, job.value_range) for n in noisy],
     }
 
 
-def one_step(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+def one_step(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.3: original / noisy / one-step estimate at each forward timestep."""
     ts = [to_T(t, job.schedule) for t in job.backend["forward_timesteps"]]
     prompt = job.backend["base_prompt"]
@@ -182,17 +135,16 @@ def one_step(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
         rows[1].append(x_t[0].cpu())
         rows[2].append(x0[0].float().cpu())
         psnrs.append(psnr_db(x0, image, job.value_range))
-    job.grid(
+    grid = Grid(
         rows,
-        out,
         row_labels=["original", "noisy", "one-step"],
         col_labels=[f"t = {t}" for t in ts],
         title=f"One-step denoising, prompt {_label(prompt)}",
     )
-    return {"timesteps": ts, "prompt": prompt, "psnr_one_step": psnrs}
+    return grid, {"timesteps": ts, "prompt": prompt, "psnr_one_step": psnrs}
 
 
-def iterative(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+def iterative(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.4: iterative denoising from i_start beside one-step and blur."""
     s, ts = job.settings, job.timesteps
     i_start = s["i_start"]
@@ -223,13 +175,12 @@ def iterative(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
     blurred, best = samplers.best_blur(x_t, image, data_range=hi - lo)
     top = [x for _, x in shown]
     bottom = [image[0].cpu(), result[0].float().cpu(), single[0].float().cpu(), blurred[0].cpu()]
-    job.grid(
+    grid = Grid(
         [top, bottom],
-        out,
         cell_labels=[[f"t = {t}" for t, _ in shown], ["original", "iterative", "one-step", "blur"]],
         title=f"Iterative denoising from t = {ts[i_start]} (i_start {i_start})",
     )
-    return {
+    return grid, {
         "i_start": i_start,
         "t_start": ts[i_start],
         "shown_timesteps": [t for t, _ in shown],
@@ -239,71 +190,57 @@ def iterative(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
     }
 
 
-def _samples(job: Job, prompt: str, guidance: float | None, out: Path, title: str) -> dict:
+def _samples(job: Job, prompt: str, guidance: float | None, title: str) -> Result:
     """Samples from pure noise in one row (A1.5 without, A1.6 with CFG)."""
-    x = samplers.sample(
-        job.denoiser,
-        prompt,
-        job.settings["n"],
-        generator=job.generator,
-        timesteps=job.timesteps,
-        guidance=guidance,
-        **job.kw,
-    )
-    job.grid([_row(x)], out, col_labels=[f"sample {i + 1}" for i in range(len(x))], title=title)
-    return {"prompt": prompt, "guidance": guidance, "n": len(x)}
+    n = job.settings["n"]
+    x = samplers.sample(job.denoiser, prompt, n, **job.loop(guidance=False), guidance=guidance)
+    job.keep([f"sample_{i + 1}" for i in range(n)], x, prompt)
+    grid = Grid([_row(x)], col_labels=[f"sample {i + 1}" for i in range(len(x))], title=title)
+    return grid, {"prompt": prompt, "guidance": guidance, "n": len(x)}
 
 
-def sampling(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+def sampling(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A1.5: samples from pure noise with the base prompt, no CFG."""
     prompt = job.backend["base_prompt"]
-    return _samples(job, prompt, None, out, f"Samples of {_label(prompt)}, no CFG")
+    return _samples(job, prompt, None, f"Samples of {_label(prompt)}, no CFG")
 
 
-def cfg(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+def cfg(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A1.6: classifier-free guidance samples."""
     prompt, g = job.prompt(), job.backend["guidance"]
-    return _samples(job, prompt, g, out, f"CFG samples of {_label(prompt)}, scale {g}")
+    return _samples(job, prompt, g, f"CFG samples of {_label(prompt)}, scale {g}")
 
 
-def _levels(job: Job, image: Tensor, prompt: str, out: Path, title: str) -> dict:
+def _levels(job: Job, image: Tensor, prompt: str, title: str) -> Result:
     levels = job.settings["i_starts"]
-    results = samplers.sdedit(
-        job.denoiser,
-        image,
-        levels,
-        prompt,
-        generator=job.generator,
-        timesteps=job.timesteps,
-        guidance=job.backend["guidance"],
-        **job.kw,
-    )
+    results = samplers.sdedit(job.denoiser, image, levels, prompt, **job.loop())
+    job.keep([f"i_start_{i}" for i in levels], torch.cat(results), prompt)
     row = [r[0].float().cpu() for r in results] + [image[0].cpu()]
     cols = [f"i_start {i} (t {job.timesteps[i]})" for i in levels] + ["original"]
-    job.grid([row], out, col_labels=cols, title=title)
-    return {
+    grid = Grid([row], col_labels=cols, title=title)
+    return grid, {
         "prompt": prompt,
         "i_starts": list(levels),
         "t_starts": [job.timesteps[i] for i in levels],
     }
 
 
-def sdedit(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+def sdedit(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.7 / A1.7.1: SDEdit at several noise levels."""
     prompt = job.prompt()
     return _levels(
-        job, image, prompt, out, f"SDEdit towards {_label(prompt)}, CFG {job.backend['guidance']}"
+        job, image, prompt, f"SDEdit towards {_label(prompt)}, CFG {job.backend['guidance']}"
     )
 
 
-def translate(job: Job, image: Tensor, mask: Tensor | None, out: Path) -> dict:
+def translate(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.7.3 and the logo extra: text-conditional image-to-image."""
     item = job.settings.get("item") or {}
     prompt = item.get("prompt") or job.settings["prompt"]
-    return _levels(job, image, prompt, out, f"Text-conditional translation to {_label(prompt)}")
+    return _levels(job, image, prompt, f"Text-conditional translation to {_label(prompt)}")
 
 
-def inpaint(job: Job, image: Tensor, mask: Tensor, out: Path) -> dict:
+def inpaint(job: Job, image: Tensor, mask: Tensor) -> Result:
     """A1.7.2: original / mask / hole / results (one per seed)."""
     prompt, s = job.prompt(), job.settings
     lo, _ = job.value_range
@@ -313,22 +250,20 @@ def inpaint(job: Job, image: Tensor, mask: Tensor, out: Path) -> dict:
             image,
             mask,
             prompt,
-            generator=job.generator,
-            timesteps=job.timesteps,
-            guidance=job.backend["guidance"],
+            **job.loop(),
             repaint_jumps=s["repaint_jumps"],
-            **job.kw,
         )
         for _ in range(s["n"])
     ]
+    job.keep([f"result_{k + 1}" for k in range(len(results))], torch.cat(results), prompt)
     m = mask[0].cpu()
     mask_img = m.expand(image.shape[1], -1, -1) * (job.value_range[1] - lo) + lo
     hole = image[0].cpu() * (1 - m) + lo * m
     row = [image[0].cpu(), mask_img, hole] + [r[0].float().cpu() for r in results]
     cols = ["original", "mask", "hole"] + [f"result {i + 1}" for i in range(len(results))]
-    job.grid([row], out, col_labels=cols, title=f"Inpainting with {_label(prompt)}")
+    grid = Grid([row], col_labels=cols, title=f"Inpainting with {_label(prompt)}")
     outside = [float(((r - image).abs() * (1 - mask)).amax()) for r in results]
-    return {
+    return grid, {
         "prompt": prompt,
         "n": len(results),
         "repaint_jumps": s["repaint_jumps"],
@@ -347,25 +282,17 @@ def _judged(job: Job, x: Tensor, digit_prompt: str) -> Tensor | None:
     return predict(job.judge, x.float().clamp(0, 1).cpu()) == digit
 
 
-def anagrams(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A1.8: visual anagrams, several seeds; upright row and row seen through the view."""
     item, n = job.settings["item"], job.settings["n"]
     p1, p2 = item["prompts"]
     view = get_view(item["view"])
-    x = samplers.visual_anagram(
-        job.denoiser,
-        [p1, p2],
-        ["identity", view],
-        n,
-        generator=job.generator,
-        timesteps=job.timesteps,
-        guidance=job.backend["guidance"],
-        **job.kw,
-    )
+    x = samplers.visual_anagram(job.denoiser, [p1, p2], ["identity", view], n, **job.loop())
+    seeds = [f"seed_{k + 1}" for k in range(n)]
+    job.keep(seeds, x, p1, Views((p1, p2), ("identity", item["view"])))
     seen = view.view(x)
-    job.grid(
+    grid = Grid(
         [_row(x), _row(seen)],
-        out,
         row_labels=[_label(p1), f"{item['view']}: {_label(p2)}"],
         col_labels=[f"seed {i + 1}" for i in range(n)],
         title=f"Visual anagram ({item['view']})",
@@ -373,15 +300,7 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> 
     numbers: dict[str, Any] = {"prompts": [p1, p2], "view": item["view"], "n": n}
     ok1, ok2 = _judged(job, x, p1), _judged(job, seen, p2)
     if ok1 is not None and ok2 is not None:
-        plain = samplers.sample(
-            job.denoiser,
-            p1,
-            n,
-            generator=job.generator,
-            timesteps=job.timesteps,
-            guidance=job.backend["guidance"],
-            **job.kw,
-        )
+        plain = samplers.sample(job.denoiser, p1, n, **job.loop())
         base = _judged(job, view.view(plain), p2)
         numbers.update(
             success=float((ok1 & ok2).float().mean()),
@@ -389,10 +308,10 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> 
             view_correct=float(ok2.float().mean()),
             baseline_plain_samples=float(base.float().mean()),
         )
-    return numbers
+    return grid, numbers
 
 
-def hybrids(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> dict:
+def hybrids(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A1.9: hybrid images, several seeds; full size beside the far-away (low-pass) look."""
     item, n = job.settings["item"], job.settings["n"]
     low, high = item["low"], item["high"]
@@ -400,30 +319,22 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> d
         job.denoiser,
         [low, high],
         n,
-        generator=job.generator,
-        timesteps=job.timesteps,
-        guidance=job.backend["guidance"],
+        **job.loop(),
         sigma=item["sigma"],
         kernel_size=item["kernel"],
-        **job.kw,
     )
     lp = hybrid_filters(job.denoiser.resolution, sigma=item["sigma"], kernel_size=item["kernel"])[0]
+    seeds = [f"seed_{k + 1}" for k in range(n)]
+    job.keep(seeds, x, low, Views((low, high), ("lowpass", "highpass"), (lp.sigma, lp.kernel_size)))
     far = gaussian_blur(x.float(), lp.kernel_size, lp.sigma)
     small = torch.nn.functional.interpolate(x.float(), scale_factor=0.25, mode="area")
-    job.grid(
+    grid = Grid(
         [_row(x), _row(far), _row(small)],
-        out,
         row_labels=["up close", "from far (blurred)", "downscaled 4x"],
         col_labels=[f"seed {i + 1}" for i in range(n)],
         title=f"Hybrid: {_label(low)} far, {_label(high)} near",
     )
-    numbers: dict[str, Any] = {
-        "low": low,
-        "high": high,
-        "sigma": lp.sigma,
-        "kernel": lp.kernel_size,
-        "n": n,
-    }
+    numbers: dict[str, Any] = dict(low=low, high=high, sigma=lp.sigma, kernel=lp.kernel_size, n=n)
     ok_far, ok_near = _judged(job, far, low), _judged(job, x, high)
     if ok_far is not None and ok_near is not None:
         numbers.update(
@@ -432,37 +343,36 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None, out: Path) -> d
             near_correct=float(ok_near.float().mean()),
             note="digits at 28 px barely separate by frequency: a digit's identity lives at the 2-3 px stroke scale",
         )
-    return numbers
+    return grid, numbers
 
 
-RECIPES: dict[str, Callable[[Job, Any, Any, Path], dict]] = {
-    "text_to_image": text_to_image,
-    "forward": forward,
-    "blur": blur,
-    "one_step": one_step,
-    "iterative": iterative,
-    "sampling": sampling,
-    "cfg": cfg,
-    "sdedit": sdedit,
-    "sdedit_drawn": sdedit,
-    "inpaint": inpaint,
-    "translate": translate,
-    "anagrams": anagrams,
-    "hybrids": hybrids,
-    "logo": translate,
-}
+def recipe(task: str) -> Callable[[Job, Tensor | None, Tensor | None], Result]:
+    """The recipe function of a registered task (e.g. ``logo`` runs :func:`translate`)."""
+    return globals()[tasks.get(task).recipe]
 
 
 @torch.no_grad()
 def run_task(
-    task: str, job: Job, image: Tensor | None, mask: Tensor | None, out_png: str | Path
+    task: str,
+    job: Job,
+    image: Tensor | None,
+    mask: Tensor | None,
+    out_png: str | Path,
+    native: Mapping[str, str | Path] | None = None,
 ) -> dict:
-    """Run one Part A deliverable; returns its numbers (the caller writes them as JSON)."""
-    if task not in RECIPES:
-        raise FundiffError(f"unknown Part A task {task!r}")
+    """Run one Part A deliverable and save its figure, plus each single result named in
+    ``native`` (name -> PNG path) at its native size; returns the numbers (JSON for the caller).
+    """
+    run = recipe(task)
     if image is not None:
         image = image.to(job.device)
     if mask is not None:
         mask = mask.to(job.device)
-    numbers = RECIPES[task](job, image, mask, Path(out_png))
+    grid, numbers = run(job, image, mask)
+    upsample_kept(job)
+    grid.save(out_png, value_range=job.value_range)
+    for name, path in (native or {}).items():
+        if name not in job.native:
+            raise FundiffError(f"task {task}: no result {name!r} (made: {sorted(job.native)})")
+        save_image(job.native[name], path, value_range=job.value_range)
     return {"task": task, "seed": job.backend["seed"], **numbers}

@@ -1,0 +1,352 @@
+"""The Part A task registry: every trick declared once, read by the rules, scripts and writeup.
+
+One :class:`Task` per deliverable says what the workflow needs to know about it: its config key
+(``partA.<backend>.tasks.<key>``, settings and defaults in ``schemas/config.schema.yaml``), how
+its jobs are named (one job per item), the input image it reads, whether it loads the model, the
+backend settings its recipe reads, its figure folder (= caption file stem = writeup section id),
+its writeup title and the numbers it measures. The recipe itself (the maths) is the function
+``fundiff.parta.<recipe>``.
+
+This module is torch-free (``rules/common.smk`` imports it at parse time). The functions take
+the validated config (``validate_config`` filled every default) and return plain data:
+
+* :func:`items` / :func:`item_settings` / :func:`image_name`: a job's name, its settings (only
+  that item's: editing one illusion reruns only its job) and its input image;
+* :func:`backend_params`: only the backend settings the task reads (+ seed and device);
+* :func:`writeup_sections` / :func:`caption`: section order, titles and config-generated
+  captions for the writeup (the same templates the Snakemake report renders).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fundiff.config import slug
+from fundiff.errors import FundiffError
+
+CAPTIONS = Path(__file__).resolve().parents[2] / "report" / "captions"
+
+Config = Mapping[str, Any]
+
+#: backend settings a job that runs the model needs to load it (its weights are file inputs)
+MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    "local": (),
+    "deepfloyd": ("stage1", "dtype", "variant", "offload"),
+}
+#: backend settings a job that only noises images needs for the noise schedule
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {"local": ("schedule",), "deepfloyd": ("stage1",)}
+#: DeepFloyd stage-II settings, for tasks whose results can be upsampled to 256 px
+UPSAMPLE_KEYS: tuple[str, ...] = ("stage2", "upsample", "upsample_steps")
+#: the backend whose stage II upsamples results to 256 px
+UPSAMPLER = "deepfloyd"
+#: whether a views-aware stage II exists (anagrams/hybrids at 256 px): the hook for it is
+#: ``fundiff.jobs.Job.views_upsampler``; set True once scripts/run_parta_task.py builds one
+VIEWS_STAGE2 = False
+#: what every sampling loop reads: strided timesteps and the step's noise variance
+LOOP = ("timesteps", "variance")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Part A deliverable.
+
+    Attributes:
+        key: config key under ``partA.<backend>.tasks``.
+        folder: figure folder under ``results/partA/<backend>/``, caption file stem
+            (``report/captions/<folder>.rst``) and writeup section id.
+        title: writeup section title (course numbering).
+        recipe: name of the function in :mod:`fundiff.parta` that runs it.
+        each: what one job is: ``"prompts"`` (one per prompt of ``prompts``, named by its
+            slug), ``"test_image"`` (the backend's test image), ``"samples"`` (one job named
+            ``samples``), ``"images"`` (one per name in ``images``), ``"image"`` (the name in
+            ``image``), or ``"map:<field>"`` (one per key of the mapping ``<field>``).
+        image: where its input image comes from: None, ``"test_image"``, ``"item"`` (the job's
+            name is an input name) or ``"item.image"`` (the item's ``image`` entry).
+        mask: also reads the image's mask (inpainting).
+        model: runs the denoiser (False: only the noise schedule).
+        judge: its local-backend results are judged by the Part B digit classifier.
+        uses: backend settings its recipe reads (beyond seed and device).
+        metrics: keys of its JSON that the writeup tabulates (empty: JSON not tabulated).
+        upsample: how its results go through DeepFloyd stage II (256 px) when its config sets
+            ``upsample: true``: ``"plain"`` (stage II with the task's prompt), ``"views"``
+            (stage II with the same views/factorization: anagrams, hybrids) or None (never).
+        results: names of a job's single result images from the task's settings (the same for
+            every item: a rule's outputs are fixed when the workflow is parsed); each
+            upsampled result is saved as ``<item>-256px-<name>.png`` beside the figure.
+    """
+
+    key: str
+    folder: str
+    title: str
+    recipe: str
+    each: str
+    image: str | None = None
+    mask: bool = False
+    model: bool = True
+    judge: bool = False
+    uses: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    upsample: str | None = None
+    results: Callable[[Mapping[str, Any]], list[str]] | None = None
+
+    @property
+    def numbers(self) -> bool:
+        """Whether the writeup tabulates this task's JSON."""
+        return bool(self.metrics)
+
+    @property
+    def caption_file(self) -> Path:
+        return CAPTIONS / f"{self.folder}.rst"
+
+
+def _per_step_count(settings: Mapping[str, Any]) -> list[str]:
+    """A0's results: sample i (1-based) of each step count, e.g. ``20steps_1``."""
+    return [f"{s}steps_{i + 1}" for s in settings["steps"] for i in range(settings["n"])]
+
+
+def _per_level(settings: Mapping[str, Any]) -> list[str]:
+    """SDEdit-like results: one per noise level, e.g. ``i_start_5``."""
+    return [f"i_start_{i}" for i in settings["i_starts"]]
+
+
+def _numbered(prefix: str) -> Callable[[Mapping[str, Any]], list[str]]:
+    """Results ``<prefix>_1`` .. ``<prefix>_n``, n from the task's settings."""
+    return lambda settings: [f"{prefix}_{i + 1}" for i in range(settings["n"])]
+
+
+_SAMPLE = ("guidance", *LOOP)
+_EDIT = ("base_prompt", *_SAMPLE)
+
+#: every Part A task, in course order (the writeup's section order)
+TASKS: dict[str, Task] = {
+    t.key: t
+    for t in (
+        Task("text_to_image", "a0_text_to_image", "0. Setup: sampling from text prompts",
+             "text_to_image", "prompts", uses=("guidance", "variance"), upsample="plain",
+             results=_per_step_count),
+        Task("forward", "a1_1_forward", "1.1 Implementing the forward process",
+             "forward", "test_image", image="test_image", model=False),
+        Task("blur", "a1_2_blur", "1.2 Classical denoising", "blur", "test_image",
+             image="test_image", model=False, uses=("forward_timesteps",),
+             metrics=("best", "noisy_psnr")),
+        Task("one_step", "a1_3_one_step", "1.3 One-step denoising", "one_step", "test_image",
+             image="test_image", uses=("base_prompt", "forward_timesteps"),
+             metrics=("psnr_one_step",)),
+        Task("iterative", "a1_4_iterative", "1.4 Iterative denoising", "iterative",
+             "test_image", image="test_image", uses=("base_prompt", *LOOP),
+             metrics=("psnr_iterative", "psnr_one_step", "psnr_blur")),
+        Task("sampling", "a1_5_sampling", "1.5 Diffusion model sampling", "sampling",
+             "samples", uses=("base_prompt", *LOOP), upsample="plain",
+             results=_numbered("sample")),
+        Task("cfg", "a1_6_cfg", "1.6 Classifier-free guidance (CFG)", "cfg", "samples",
+             uses=_EDIT, upsample="plain", results=_numbered("sample")),
+        Task("sdedit", "a1_7_sdedit", "1.7 Image-to-image translation (SDEdit)", "sdedit",
+             "images", image="item", uses=_EDIT, upsample="plain", results=_per_level),
+        Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
+             "sdedit", "images", image="item", uses=_EDIT, upsample="plain",
+             results=_per_level),
+        Task("inpaint", "a1_7_2_inpaint", "1.7.2 Inpainting", "inpaint", "images",
+             image="item", mask=True, uses=_EDIT, upsample="plain",
+             results=_numbered("result")),
+        Task("translate", "a1_7_3_translate", "1.7.3 Text-conditional image-to-image translation",
+             "translate", "map:items", image="item.image", uses=_SAMPLE,
+             upsample="plain", results=_per_level),
+        Task("anagrams", "a1_8_anagrams", "1.8 Visual anagrams", "anagrams", "map:illusions",
+             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
+             metrics=("success", "upright_correct", "view_correct", "baseline_plain_samples")),
+        Task("hybrids", "a1_9_hybrids", "1.9 Hybrid images", "hybrids", "map:pairs",
+             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
+             metrics=("success", "far_correct", "near_correct")),
+        Task("logo", "a_logo", "Bells & whistles: course logo", "translate", "image",
+             image="item", uses=_SAMPLE, upsample="plain", results=_per_level),
+    )
+}  # fmt: skip
+
+
+def get(key: str) -> Task:
+    """The task with config key ``key``; a FundiffError names the unknown key."""
+    if key not in TASKS:
+        raise FundiffError(f"unknown Part A task {key!r} (known: {', '.join(TASKS)})")
+    return TASKS[key]
+
+
+def by_folder(folder: str) -> Task:
+    """The task whose figures live in ``folder`` (e.g. ``a1_8_anagrams``)."""
+    for task in TASKS.values():
+        if task.folder == folder:
+            return task
+    raise FundiffError(f"no Part A task has the figure folder {folder!r}")
+
+
+def _map_field(task: Task) -> str | None:
+    return task.each.removeprefix("map:") if task.each.startswith("map:") else None
+
+
+def items(bcfg: Config, key: str) -> list[str]:
+    """Job names (one job each) of task ``key`` on a backend (``partA.<backend>``); [] if off."""
+    task, tcfg = get(key), bcfg["tasks"][key]
+    if not tcfg["enabled"]:
+        return []
+    field = _map_field(task)
+    if field is not None:
+        return list(tcfg[field])
+    if task.each == "prompts":
+        return [slug(p) for p in tcfg["prompts"]]
+    if task.each == "test_image":
+        return [bcfg["test_image"]]
+    if task.each == "samples":
+        return ["samples"]
+    if task.each == "images":
+        return list(tcfg["images"])
+    if task.each == "image":
+        return [tcfg["image"]]
+    raise FundiffError(f"task {key}: unknown job kind {task.each!r}")
+
+
+def item_settings(bcfg: Config, key: str, item: str) -> dict[str, Any]:
+    """The task's settings for one job: the item's own entry as ``item``, other items dropped.
+
+    Snakemake reruns a job when its params change, so a job sees only its own item: editing
+    one illusion reruns that illusion only.
+    """
+    task = get(key)
+    tcfg = copy.deepcopy(dict(bcfg["tasks"][key]))
+    field = _map_field(task)
+    if field is not None:
+        tcfg["item"] = tcfg.pop(field)[item]
+    elif task.each == "prompts":
+        by_slug = {slug(p): p for p in tcfg.pop("prompts")}
+        tcfg["item"] = {"prompt": by_slug[item]}
+    elif task.each == "images":
+        del tcfg["images"]
+    return tcfg
+
+
+def image_name(bcfg: Config, key: str, item: str) -> str | None:
+    """The inputs-manifest name of the image a job reads (None for pure sampling)."""
+    task = get(key)
+    if task.image is None:
+        return None
+    if task.image == "test_image":
+        return bcfg["test_image"]
+    if task.image == "item.image":
+        return bcfg["tasks"][key][_map_field(task)][item]["image"]
+    return item
+
+
+def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
+    """The backend settings task ``key`` reads (+ seed and device), nothing else.
+
+    So editing, e.g., the guidance scale reruns only the tasks that sample with guidance.
+    ``forward_timesteps`` is ``tasks.forward.timesteps`` (A1.2/A1.3 reuse A1.1's levels);
+    ``schedule`` is the local model's (T, beta_start, beta_end) from its Part B run.
+    """
+    task, bcfg = get(key), config["partA"][backend]
+    names = [*task.uses, *(MODEL_KEYS if task.model else SCHEDULE_KEYS)[backend]]
+    if upsampled(config, backend, key):
+        names += UPSAMPLE_KEYS
+    params: dict[str, Any] = {"seed": config["seed"], "device": config["device"]}
+    for name in names:
+        if name == "forward_timesteps":
+            params[name] = bcfg["tasks"]["forward"]["timesteps"]
+        elif name == "schedule":
+            spec = config["partB"]["runs"][bcfg["run"]]
+            params[name] = {k: spec[k] for k in ("T", "beta_start", "beta_end")}
+        else:
+            params[name] = bcfg[name]
+    return params
+
+
+def upsampled(config: Config, backend: str, key: str) -> bool:
+    """Whether the jobs of task ``key`` on ``backend`` also save each result at 256 px.
+
+    On when the task's ``upsample`` is true (for A0 also the older backend-level
+    ``partA.deepfloyd.upsample``). Only DeepFloyd has a stage II; anagrams and hybrids need the
+    views-aware stage II, not available yet: asking for either is one error naming the key.
+    """
+    task, bcfg = get(key), config["partA"][backend]
+    tcfg = bcfg["tasks"][key]
+    on = bool(tcfg.get("upsample")) or (key == "text_to_image" and bool(bcfg.get("upsample")))
+    if not (on and bcfg["enabled"] and tcfg["enabled"]):
+        return False
+    where = f"config key partA.{backend}.tasks.{key}.upsample"
+    if task.upsample is None or backend != UPSAMPLER:
+        raise FundiffError(f"{where}: only DeepFloyd results of generating tasks have a stage II")
+    if task.upsample == "views" and not VIEWS_STAGE2:
+        raise FundiffError(
+            f"{where}: stage II with the views of {key} is not available yet; set it to false"
+        )
+    return True
+
+
+def check(config: Config) -> None:
+    """Registry-level config checks (run at parse time): FundiffError naming the key."""
+    for backend in config["partA"]:
+        if isinstance(config["partA"][backend], Mapping):
+            for key in TASKS:
+                upsampled(config, backend, key)
+
+
+def result_names(config: Config, backend: str, key: str) -> list[str]:
+    """Names of the 256 px result images each job of a task saves ([] when it upsamples none)."""
+    task = get(key)
+    if task.results is None or not upsampled(config, backend, key):
+        return []
+    return task.results(config["partA"][backend]["tasks"][key])
+
+
+def image_spec(config: Config, backend: str, key: str, item: str) -> dict[str, Any] | None:
+    """The inputs-manifest entry of a job's image (None when it reads none)."""
+    name = image_name(config["partA"][backend], key, item)
+    return None if name is None else config["inputs"][name]
+
+
+def job_params(config: Config, backend: str, key: str, item: str) -> dict[str, Any]:
+    """Everything a job's rule passes as params: task, backend settings, settings, image."""
+    return {
+        "task": key,
+        "backend": backend_params(config, backend, key),
+        "settings": item_settings(config["partA"][backend], key, item),
+        "image": image_spec(config, backend, key, item),
+    }
+
+
+# ---------------------------------------------------------------------------- writeup
+
+
+def writeup_sections() -> list[tuple[str, str]]:
+    """(folder, title) of every Part A task in course order: the writeup's section tree."""
+    return [(t.folder, t.title) for t in TASKS.values()]
+
+
+class _Attrs(dict):
+    """A dict whose keys also read as attributes (Snakemake's wildcards/params in templates)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def caption(config: Config, backend: str, key: str, item: str) -> str:
+    """The caption of one Part A figure, generated from the config values of its job.
+
+    Renders ``report/captions/<folder>.rst`` (the template the Snakemake report renders for
+    the same figure) with the job's own params, so the writeup and the report say the same.
+    """
+    import jinja2
+
+    task = get(key)
+    snakemake = _Attrs(
+        wildcards=_Attrs(backend=backend, item=item),
+        params=_Attrs(job_params(config, backend, key, item)),
+        config=config,
+    )
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    text = env.from_string(task.caption_file.read_text()).render(snakemake=snakemake)
+    return " ".join(text.split())
