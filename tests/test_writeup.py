@@ -15,6 +15,7 @@ from fundiff.errors import FundiffError
 from fundiff.writeup import (
     build_writeup,
     check_image,
+    csv_table,
     eval_table,
     find_seeds,
     json_tables,
@@ -351,8 +352,35 @@ def test_loss_table_means_and_lr(tmp_path) -> None:
         ["10", "1", "0.1", "0.1", "1.000e-04"],
     ]
     (tmp_path / "bad.csv").write_text("step,value\n1,2\n")
-    with pytest.raises(FundiffError, match="bad.csv"):
+    with pytest.raises(FundiffError, match="bad.csv.*lacks column 'epoch'"):
         loss_table(tmp_path / "bad.csv")
+    (tmp_path / "nan.csv").write_text("epoch,step,loss,lr\n1,1,oops,0.1\n")
+    with pytest.raises(FundiffError, match="nan.csv.*not numbers"):
+        loss_table(tmp_path / "nan.csv")
+
+
+def test_loss_table_reads_through_training_read_losses(tmp_path, monkeypatch) -> None:
+    """One loss-CSV reader in the project: the writeup tabulates what training.read_losses says."""
+    import fundiff.training
+
+    p = tmp_path / "losses.csv"
+    p.write_text("epoch,step,loss,lr\n1,1,1.0,0.01\n")
+    seen: list[Path] = []
+
+    def fake(path):
+        seen.append(Path(path))
+        return [{"epoch": 3, "step": 7, "loss": 0.5, "lr": 0.2}]
+
+    monkeypatch.setattr(fundiff.training, "read_losses", fake)
+    assert loss_table(p).rows == [["3", "1", "0.5", "0.5", "0.2"]]
+    assert seen == [p]
+
+
+def test_csv_table_routes_only_full_loss_files(tmp_path) -> None:
+    p = tmp_path / "scores.csv"
+    p.write_text("epoch,loss\n1,0.5\n")  # not a losses.csv (no step, lr): shown verbatim
+    t = csv_table(p)
+    assert t.columns == ["epoch", "loss"] and t.rows == [["1", "0.5"]]
 
 
 def test_json_tables_shapes() -> None:

@@ -158,50 +158,53 @@ def read_json(path: Path) -> Any:
         raise FundiffError(f"number file {path} is not valid JSON: {exc}") from exc
 
 
+#: The columns of a training run's ``losses.csv`` (one row per logged step).
+LOSS_COLUMNS = ("epoch", "step", "loss", "lr")
+
+
 def loss_table(csv_path: str | os.PathLike[str], title: str = "Training loss") -> Table:
-    """Mean loss per epoch from a ``losses.csv`` (columns epoch, step, loss, lr).
+    """Mean loss per epoch from a ``losses.csv`` (columns epoch, step, loss, lr), read by
+    :func:`fundiff.training.read_losses` (the one reader of that format).
 
     Columns of the result: epoch, steps (number of logged steps), mean loss, last loss, lr (last
-    logged in the epoch). Epochs are listed in numeric order.
+    logged in the epoch). Epochs are listed in numeric order. A missing column or a row that is
+    not numbers raises FundiffError naming the file.
     """
+    from fundiff.training import read_losses  # imports torch: only when a loss file is shown
+
     p = Path(csv_path)
     if not p.is_file():
         raise FundiffError(f"expected number file is missing: {p}")
-    per_epoch: dict[int, list[float]] = {}
-    lr_last: dict[int, str] = {}
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"epoch", "loss"} - set(reader.fieldnames or [])
-        if missing:
-            raise FundiffError(
-                f"loss file {p} lacks column(s) {sorted(missing)} (expected epoch,step,loss,lr)"
-            )
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                epoch = int(float(row["epoch"]))
-                loss = float(row["loss"])
-            except (TypeError, ValueError) as exc:
-                raise FundiffError(f"loss file {p} line {lineno}: bad number ({exc})") from exc
-            per_epoch.setdefault(epoch, []).append(loss)
-            if row.get("lr") not in (None, ""):
-                lr_last[epoch] = row["lr"]
+    try:
+        steps = read_losses(p)
+    except KeyError as exc:
+        raise FundiffError(
+            f"loss file {p} lacks column {exc} (expected {','.join(LOSS_COLUMNS)})"
+        ) from exc
+    except (TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise FundiffError(f"loss file {p} has a row that is not numbers: {exc}") from exc
+    per_epoch: dict[int, list[Mapping[str, float]]] = {}
+    for step in steps:
+        per_epoch.setdefault(int(step["epoch"]), []).append(step)
     rows = []
     for epoch in sorted(per_epoch):
-        losses = per_epoch[epoch]
-        lr = lr_last.get(epoch, "")
-        try:
-            lr = fmt(float(lr)) if lr != "" else ""
-        except ValueError:
-            pass
+        losses = [float(s["loss"]) for s in per_epoch[epoch]]
+        last = per_epoch[epoch][-1]
         rows.append(
-            [str(epoch), str(len(losses)), fmt(sum(losses) / len(losses)), fmt(losses[-1]), lr]
+            [
+                str(epoch),
+                str(len(losses)),
+                fmt(sum(losses) / len(losses)),
+                fmt(losses[-1]),
+                fmt(float(last["lr"])),
+            ]
         )
     note = "" if rows else "no steps logged"
     return Table(title, ["epoch", "steps", "mean loss", "last loss", "lr"], rows, note, str(p))
 
 
 def csv_table(csv_path: str | os.PathLike[str], max_rows: int = 50) -> Table:
-    """A CSV as a table: ``losses.csv`` (has epoch and loss columns) via :func:`loss_table`,
+    """A CSV as a table: ``losses.csv`` (has the :data:`LOSS_COLUMNS`) via :func:`loss_table`,
     anything else verbatim (first ``max_rows`` rows, the rest counted in the note)."""
     p = Path(csv_path)
     if not p.is_file():
@@ -212,7 +215,7 @@ def csv_table(csv_path: str | os.PathLike[str], max_rows: int = 50) -> Table:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise FundiffError(f"number file {p} is not a readable CSV: {exc}") from exc
     header = rows[0] if rows else []
-    if {"epoch", "loss"} <= set(header):
+    if set(LOSS_COLUMNS) <= set(header):
         return loss_table(p)
     body = rows[1 : max_rows + 1]
     note = f"{len(rows) - 1 - max_rows} more rows in {p.name}" if len(rows) - 1 > max_rows else ""
