@@ -26,7 +26,7 @@ from PIL import Image
 from fundiff.writeup import build_writeup
 
 from _cdp import Chromium, PageReport, find_chromium
-from _writeup_synth import make_synthetic_results
+from _writeup_synth import BENCHMARKS, make_synthetic_results
 
 pytestmark = pytest.mark.browser
 
@@ -116,7 +116,7 @@ def test_synthetic_writeup_renders_offline(tmp_path, monkeypatch, browser) -> No
         out_html="results/writeup/index.html",
         template_dir=ROOT / "report",
         config={"seed": 180, "partA": {"deepfloyd": {"stage1": "DeepFloyd/IF-I-L-v1.0"}}},
-        metadata_dir=".snakemake/metadata",
+        benchmarks=BENCHMARKS,
     )
     report = browser.load(tmp_path / "results" / "writeup" / "index.html")
     assert report.title == "Fun With Diffusion Models: results"

@@ -10,7 +10,7 @@ Modules, in the order the data flows:
 * :mod:`~fundiff.writeup.model`: what was measured (result paths, figures, tables, sections,
   runtimes, the document);
 * :mod:`~fundiff.writeup.tables`: numbers (JSON, ``losses.csv``, judged accuracies) as tables;
-* :mod:`~fundiff.writeup.runtimes`: the runtime of each Snakemake job;
+* :mod:`~fundiff.writeup.runtimes`: the runtime of each Snakemake job (its benchmark file);
 * :mod:`~fundiff.writeup.layout`: the section tree in course order, captions, routing;
 * :mod:`~fundiff.writeup.collect`: validate the inputs and build the document;
 * :mod:`~fundiff.writeup.render`: Markdown + HTML and the self-contained folder.
@@ -19,23 +19,24 @@ Typical use (``scripts/build_writeup.py``)::
 
     build_writeup(figures, numbers, out_md="results/writeup/index.md",
                   out_html="results/writeup/index.html", config=config,
-                  template_dir="report", metadata_dir=".snakemake/metadata")
+                  template_dir="report",
+                  benchmarks={"train_unet": "benchmarks/train_unet/{run}.tsv", ...})
 """
 
 from fundiff.writeup.collect import collect
 from fundiff.writeup.layout import BACKEND_TITLES, PART_A_TASKS, PART_B_RUNS
 from fundiff.writeup.model import (
     FigureEntry,
+    JobRuntime,
     ResultKey,
     Section,
-    StepTiming,
     Table,
     WriteupDoc,
     check_image,
     parse_result_path,
 )
 from fundiff.writeup.render import build_writeup, render
-from fundiff.writeup.runtimes import read_runtimes, runtime_tables
+from fundiff.writeup.runtimes import read_benchmark, read_benchmarks, runtime_tables
 from fundiff.writeup.tables import (
     confusion_table,
     csv_table,
@@ -50,9 +51,9 @@ __all__ = [
     "PART_A_TASKS",
     "PART_B_RUNS",
     "FigureEntry",
+    "JobRuntime",
     "ResultKey",
     "Section",
-    "StepTiming",
     "Table",
     "WriteupDoc",
     "build_writeup",
@@ -65,7 +66,8 @@ __all__ = [
     "json_tables",
     "loss_table",
     "parse_result_path",
-    "read_runtimes",
+    "read_benchmark",
+    "read_benchmarks",
     "render",
     "runtime_tables",
 ]

@@ -29,9 +29,8 @@ from fundiff.writeup.model import (
     WriteupDoc,
     check_image,
     parse_result_path,
-    results_root,
 )
-from fundiff.writeup.runtimes import fmt_seconds, fmt_time, read_runtimes, runtime_tables
+from fundiff.writeup.runtimes import read_benchmarks, run_span, runtime_tables
 from fundiff.writeup.tables import (
     confusion_table,
     csv_table,
@@ -176,16 +175,16 @@ def collect(
     numbers: Iterable[str | os.PathLike[str]],
     *,
     config: Mapping[str, Any] | None = None,
-    metadata_dir: str | os.PathLike[str] | None = None,
-    exclude: str | os.PathLike[str] | None = None,
+    benchmarks: Mapping[str, str] | None = None,
+    benchmark_root: str | os.PathLike[str] = ".",
     title: str = "Fun With Diffusion Models: results",
 ) -> WriteupDoc:
     """Validate inputs and assign every figure and number file to a section.
 
     Raises FundiffError listing *every* expected figure that is missing or not a valid image
-    and every number file that is missing or unreadable (each named by its path). Runtimes are
-    read from ``metadata_dir`` (None: no runtimes) for outputs under the results folder of the
-    figures, except outputs under ``exclude`` (the writeup's own folder).
+    and every number file that is missing or unreadable (each named by its path). Runtimes come
+    from the benchmark files of the rules in ``benchmarks`` (rule -> benchmark path pattern,
+    relative to ``benchmark_root``; None: no runtimes), see :func:`read_benchmarks`.
     """
     fig_paths = [Path(f) for f in figures]
     num_paths = [Path(n) for n in numbers]
@@ -206,29 +205,17 @@ def collect(
     if not seeds.rows:
         seeds.note = "no key containing 'seed' in the configuration"
 
-    roots = {r for r in (results_root(p) for p in fig_paths + num_paths) if r is not None}
-    under = roots.pop() if len(roots) == 1 else None
-    timings = []
-    if metadata_dir is not None:
-        timings = read_runtimes(metadata_dir, under=under, exclude=exclude)
-    run_span = ""
-    if timings:
-        start = min(t.start for t in timings)
-        end = max(t.end for t in timings)
-        summed = sum(t.duration for t in timings)
-        run_span = (
-            f"{len(timings)} jobs between {fmt_time(start)} and {fmt_time(end)} "
-            f"({fmt_seconds(end - start)} wall clock, {fmt_seconds(summed)} summed)"
-        )
+    jobs = read_benchmarks(benchmarks, benchmark_root) if benchmarks else []
     return WriteupDoc(
         title=title,
         sections=layout.sections(),
         config_yaml=config_yaml,
         seeds=seeds,
-        runtimes=runtime_tables(timings),
-        run_span=run_span,
+        runtimes=runtime_tables(jobs),
+        run_span=run_span(jobs),
         n_figures=len(fig_paths),
         n_numbers=len(num_paths),
+        jobs=jobs,
     )
 
 

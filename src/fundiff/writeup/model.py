@@ -82,18 +82,27 @@ class Section:
 
 
 @dataclass(frozen=True)
-class StepTiming:
-    """One finished Snakemake job, from its metadata records (times in Unix seconds)."""
+class JobRuntime:
+    """One finished Snakemake job, from its benchmark file.
+
+    ``job`` names its wildcards (``"run=fm_class, epoch=5"``; ``""`` for a rule without any),
+    ``path`` is the benchmark file, ``seconds`` the job's wall-clock time (summed over repeats),
+    ``finished`` the file's mtime (Unix seconds) and ``max_rss_mb`` its peak resident memory in
+    MB (None when not sampled).
+    """
 
     rule: str
-    outputs: tuple[str, ...]
-    start: float
-    end: float
+    job: str
+    path: str
+    seconds: float
+    finished: float
+    max_rss_mb: float | None = None
+    repeats: int = 1
 
     @property
-    def duration(self) -> float:
-        """Wall-clock seconds from the job's start to its last output's mtime."""
-        return max(0.0, self.end - self.start)
+    def start(self) -> float:
+        """When the job started (Unix seconds): its finish time minus its duration."""
+        return self.finished - self.seconds
 
 
 @dataclass
@@ -108,6 +117,7 @@ class WriteupDoc:
     run_span: str
     n_figures: int
     n_numbers: int
+    jobs: list[JobRuntime] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,15 +144,6 @@ def parse_result_path(path: str | os.PathLike[str]) -> ResultKey:
             run = rest[0] if len(rest) > 1 else ""
             return ResultKey("B", run, "", name, rel)
     return ResultKey("", "", "", name, "other/" + (parts[-1] if parts else "unnamed"))
-
-
-def results_root(path: str | os.PathLike[str]) -> str | None:
-    """The path prefix before ``partA``/``partB`` (e.g. ``results``), or None."""
-    parts = Path(path).as_posix().split("/")
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] in ("partA", "partB"):
-            return "/".join(parts[:i])
-    return None
 
 
 def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:

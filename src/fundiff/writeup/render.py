@@ -80,14 +80,17 @@ def build_writeup(
     out_html: str | os.PathLike[str],
     template_dir: str | os.PathLike[str],
     config: Mapping[str, Any] | None = None,
-    metadata_dir: str | os.PathLike[str] | None = ".snakemake/metadata",
+    benchmarks: Mapping[str, str] | None = None,
     title: str = "Fun With Diffusion Models: results",
 ) -> WriteupDoc:
     """Validate, copy figures into ``<dir of out_html>/figures/``, render and write both files.
 
     ``out_md`` and ``out_html`` must be in the same folder (their relative figure links are
     shared). The ``figures/`` folder there is owned by the writeup and rebuilt from scratch, so
-    figures no longer listed do not linger. Returns the rendered document model.
+    figures no longer listed do not linger. ``benchmarks`` maps rule names to their
+    ``benchmark:`` path patterns (relative to the current directory, the workflow's): the
+    runtime table shows every job whose benchmark file is there (None: no runtime table).
+    Returns the rendered document model.
     """
     out_md, out_html = Path(out_md), Path(out_html)
     if out_md.parent.resolve() != out_html.parent.resolve():
@@ -96,9 +99,7 @@ def build_writeup(
         )
     figures, numbers = list(figures), list(numbers)
     out_dir = out_html.parent
-    doc = collect(
-        figures, numbers, config=config, metadata_dir=metadata_dir, exclude=out_dir, title=title
-    )
+    doc = collect(figures, numbers, config=config, benchmarks=benchmarks, title=title)
     md, html = render(doc, template_dir)
 
     fig_dir = out_dir / "figures"
