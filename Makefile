@@ -43,4 +43,4 @@ lock:  ## re-resolve requirements.in into requirements.lock
 	.lockenv/bin/pip freeze | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock && rm -rf .lockenv
 
 clean:
-	rm -rf results logs .snakemake
+	rm -rf results logs benchmarks .snakemake

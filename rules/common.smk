@@ -268,6 +268,16 @@ def final_targets():
     return all_figures() + all_numbers() + [f"{R}/writeup/index.html"]
 
 
+def benchmark_patterns(wildcards):
+    """Rule name -> `benchmark:` path pattern of every rule that writes one (the writeup reads
+    the files under them at run time, so jobs of earlier invocations count too)."""
+    return {
+        r.name: str(r.benchmark)
+        for r in workflow.rules
+        if r.benchmark and r.name != "writeup"
+    }
+
+
 def res(kind, key):
     """A portable resource estimate from config (threads/gpu/mem_mb/runtime)."""
     return config["resources"][kind][key]

@@ -4,6 +4,8 @@ rule mnist:
         npz=f"{R}/data/mnist.npz",
     log:
         "logs/mnist.log",
+    benchmark:
+        "benchmarks/mnist.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["light"]

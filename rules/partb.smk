@@ -7,6 +7,8 @@ rule train_classifier:
         metrics=f"{PB}/classifier/metrics.json",
     log:
         "logs/train_classifier.log",
+    benchmark:
+        "benchmarks/train_classifier.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["train"]
@@ -32,6 +34,8 @@ rule train_unet:
         snapshots=directory(f"{PB}/{{run}}/snapshots"),
     log:
         "logs/train_unet/{run}.log",
+    benchmark:
+        "benchmarks/train_unet/{run}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["train"]
@@ -62,6 +66,8 @@ rule plot_noising_grid:
         ),
     log:
         "logs/plot_noising_grid.log",
+    benchmark:
+        "benchmarks/plot_noising_grid.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
@@ -86,6 +92,8 @@ rule plot_loss_curve:
         ),
     log:
         "logs/plot_loss_curve/{run}.log",
+    benchmark:
+        "benchmarks/plot_loss_curve/{run}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
@@ -108,6 +116,8 @@ rule denoise_test_set:
         ),
     log:
         "logs/denoise_test_set/{run}_{epoch}.log",
+    benchmark:
+        "benchmarks/denoise_test_set/{run}_{epoch}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
@@ -133,6 +143,8 @@ rule denoise_ood:
         ),
     log:
         "logs/denoise_ood/{run}.log",
+    benchmark:
+        "benchmarks/denoise_ood/{run}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
@@ -158,6 +170,8 @@ rule pure_noise_outputs:
         ),
     log:
         "logs/pure_noise_outputs/{run}_{epoch}.log",
+    benchmark:
+        "benchmarks/pure_noise_outputs/{run}_{epoch}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["light"]
@@ -182,6 +196,8 @@ rule sample_grid:
         npz=f"{PB}/{{run}}/samples_epoch{{epoch}}.npz",
     log:
         "logs/sample_grid/{run}_{epoch}.log",
+    benchmark:
+        "benchmarks/sample_grid/{run}_{epoch}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]
@@ -211,6 +227,8 @@ rule sampling_gif:
         ),
     log:
         "logs/sampling_gif/{run}.log",
+    benchmark:
+        "benchmarks/sampling_gif/{run}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]
@@ -231,6 +249,8 @@ rule evaluate_samples:
         json=f"{PB}/{{run}}/eval_epoch{{epoch}}.json",
     log:
         "logs/evaluate_samples/{run}_{epoch}.log",
+    benchmark:
+        "benchmarks/evaluate_samples/{run}_{epoch}.tsv"
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["sample"]

@@ -22,6 +22,6 @@ rule writeup:
         # The writeup prints the whole configuration (and its seeds), so any change reruns it.
         config=config,
         title="Fun With Diffusion Models: results",
-        metadata_dir=".snakemake/metadata",
+        benchmarks=benchmark_patterns,
     script:
         "../scripts/build_writeup.py"

@@ -17,7 +17,7 @@ try:
         out_html=snakemake.output.html,
         template_dir=Path(snakemake.input.templates[0]).parent,
         config=snakemake.params.config,
-        metadata_dir=snakemake.params.metadata_dir,
+        benchmarks=snakemake.params.benchmarks,
         title=snakemake.params.title,
     )
 except FundiffError as err:

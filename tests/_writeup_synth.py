@@ -2,14 +2,15 @@
 
 Writes small but realistic files following the workflow's path conventions: Part A grids, Part B
 loss curves / sample grids / a GIF, ``losses.csv``, ``eval_epoch{e}.json``, Part A JSON numbers,
-the classifier metrics and a fake ``.snakemake/metadata`` folder in Snakemake 9's file format.
+the classifier metrics and Snakemake benchmark files (``benchmarks/...tsv``, Snakemake's format) of
+the jobs that "made" them, with :data:`BENCHMARKS` (rule -> pattern) as the workflow declares them.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -141,36 +142,38 @@ def write_losses_csv(path: Path, epochs: int, steps_per_epoch: int, seed: int = 
     path.write_text("\n".join(lines) + "\n")
 
 
-def record_path(metadata_dir: Path, target: str, max_len: int = 255) -> Path:
-    """Where Snakemake 9's FilePersistence stores the record of ``target`` (its algorithm)."""
-    b64 = base64.urlsafe_b64encode(target.encode()).decode()
-    chunks = [b64[i : i + max_len - 1] for i in range(0, len(b64), max_len - 1)]
-    chunks = ["@" + c for c in chunks[:-1]] + [chunks[-1]]
-    return metadata_dir.joinpath(*chunks)
+#: Benchmark patterns of the synthetic workflow (rule -> ``benchmark:`` path), as rules/*.smk.
+BENCHMARKS: dict[str, str] = {
+    "fetch_mnist": "benchmarks/mnist.tsv",
+    "train_classifier": "benchmarks/train_classifier.tsv",
+    "train_partb": "benchmarks/train_unet/{run,[a-z_]+}.tsv",
+    "plot_loss": "benchmarks/plot_loss_curve/{run}.tsv",
+    "parta_anagrams": "benchmarks/parta/{backend}/a1_8_anagrams/{item}.tsv",
+}
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
 
 
-def write_metadata(metadata_dir: Path, jobs: list[tuple[str, list[str], float, float]]) -> None:
-    """Fake Snakemake metadata: jobs as (rule, outputs, start, end) in Unix seconds."""
-    for i, (rule, outputs, start, end) in enumerate(jobs):
-        for out in outputs:
-            p = record_path(metadata_dir, out)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            rec = {
-                "rule": rule,
-                "starttime": start,
-                "endtime": end,
-                "incomplete": False,
-                "job_hash": 1000 + i,
-                "record_format_version": 6,
-            }
-            p.write_text(json.dumps(rec))
+def write_benchmark(
+    path: Path, seconds: float | list[float], max_rss: float | None, finished: float
+) -> None:
+    """One Snakemake benchmark TSV (one row per repeat; ``max_rss`` None -> ``NA``), mtime set to
+    ``finished`` (Unix seconds), as Snakemake writes it when the job ends."""
+    rows = [BENCH_HEADER]
+    for s in seconds if isinstance(seconds, list) else [seconds]:
+        h, rest = divmod(int(s), 3600)
+        hms = f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+        stats = ["NA"] * 8 if max_rss is None else [f"{max_rss:.2f}"] + ["1.00"] * 7
+        rows.append("\t".join([f"{s:.4f}", hms, *stats]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+    os.utime(path, (finished, finished))
 
 
 def make_synthetic_results(
     root: Path, *, results: str = "results", backends: tuple[str, ...] = ("deepfloyd",)
 ) -> tuple[list[str], list[str]]:
-    """Write a synthetic results tree under ``root/results`` and metadata under
-    ``root/.snakemake/metadata``. Returns ``(figures, numbers)`` as paths relative to ``root``
+    """Write a synthetic results tree under ``root/results`` and benchmark files under
+    ``root/benchmarks`` (rules in :data:`BENCHMARKS`). Returns ``(figures, numbers)`` as paths relative to ``root``
     (the workflow's working directory)."""
     figures: list[str] = []
     numbers: list[str] = []
@@ -241,18 +244,15 @@ def make_synthetic_results(
     numbers.append(clf.relative_to(root).as_posix())
 
     t0 = 1_750_000_000.0
-    jobs = [
-        ("fetch_mnist", [f"{results}/data/mnist.npz"], t0, t0 + 12.5),
-        ("train_classifier", [clf.relative_to(root).as_posix()], t0 + 13, t0 + 95),
-        (
-            "train_partb",
-            [f"{results}/partB/ddpm_class/losses.csv", f"{results}/partB/ddpm_class/model.st"],
-            t0 + 96,
-            t0 + 96 + 1234.5,
-        ),
-        ("plot_loss", [f"{results}/partB/ddpm_class/loss.png"], t0 + 1331, t0 + 1333),
-        ("plot_loss", [f"{results}/partB/fm_class/loss.png"], t0 + 1334, t0 + 1336.5),
-        ("unrelated", ["elsewhere/file.txt"], t0, t0 + 1),
+    jobs = [  # (benchmark file, seconds, max_rss MB, finished)
+        ("benchmarks/mnist.tsv", 12.5, 310.0, t0 + 12.5),
+        ("benchmarks/train_classifier.tsv", 82.0, 1200.5, t0 + 95),
+        ("benchmarks/train_unet/ddpm_class.tsv", 1234.5, 2048.0, t0 + 96 + 1234.5),
+        ("benchmarks/plot_loss_curve/ddpm_class.tsv", 2.0, None, t0 + 1333),
+        ("benchmarks/plot_loss_curve/fm_class.tsv", 2.5, 150.0, t0 + 1336.5),
+        ("benchmarks/parta/deepfloyd/a1_8_anagrams/rot90.tsv", [1.0, 3.0], 500.0, t0 + 1340),
+        ("benchmarks/old_rule/gone.tsv", 99.0, 1.0, t0 + 5),  # a rule no longer in the workflow
     ]
-    write_metadata(root / ".snakemake" / "metadata", jobs)
+    for rel, seconds, rss, finished in jobs:
+        write_benchmark(root / rel, seconds, rss, finished)
     return figures, numbers

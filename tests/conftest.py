@@ -61,7 +61,9 @@ def run_snakemake(
 
 @pytest.fixture(scope="session")
 def ci_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repo copy where ``configs/ci.yaml`` ran end to end (both Part A backends, all of B)."""
+    """A repo copy where ``configs/ci.yaml`` ran end to end (both Part A backends, all of B),
+    with the Snakemake report in ``results/report.zip``. Tests write only there or in their own
+    tmp dirs, never into the checkout."""
     ws = copy_repo(tmp_path_factory.mktemp("ci") / "repo")
     subprocess.run(
         [sys.executable, "-m", "fundiff.tiny_if", str(ws / "tiny_if")],
@@ -73,8 +75,4 @@ def ci_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_snakemake(
         ws, "--cores", "1", "--configfile", "configs/ci.yaml", "--report", "results/report.zip"
     )
-    # keep a copy of the CI run in the repo for people (and the browser test) to look at
-    keep = ROOT / "results" / "ci"
-    shutil.rmtree(keep, ignore_errors=True)
-    shutil.copytree(ws / "results", keep)
     return ws

@@ -1,11 +1,13 @@
 """The writeup (and the Snakemake report) in a real headless Chromium, offline.
 
 Checks that every image decodes (naturalWidth > 0) and that the page requested nothing but
-``file://`` URLs, and saves full-page screenshots under ``results/`` for people to look at:
+``file://`` URLs, and saves full-page screenshots for people to look at: in the folder named by
+``$FUNDIFF_SCREENSHOTS`` when set, else in the test's tmp dir (nothing is written into the
+checkout):
 
-* ``results/writeup_screenshot.png``: the writeup of a synthetic results tree;
-* ``results/ci/writeup_screenshot.png``: the writeup of the CI workflow run (``ci_workspace``);
-* ``results/ci/report_screenshot.png``: the Snakemake report of that run.
+* ``writeup_screenshot.png``: the writeup of a synthetic results tree;
+* ``ci_writeup_screenshot.png``: the writeup of the CI workflow run (``ci_workspace``);
+* ``ci_report_screenshot.png``: the Snakemake report of that run.
 
 Chromium is Debian's ``chromium``, installed by ``tests/install_chromium.sh`` (run here when
 missing and we are root). Without it the tests skip, except under ``CI=true``, where they fail.
@@ -26,12 +28,11 @@ from PIL import Image
 from fundiff.writeup import build_writeup
 
 from _cdp import Chromium, PageReport, find_chromium
-from _writeup_synth import make_synthetic_results
+from _writeup_synth import BENCHMARKS, make_synthetic_results
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -71,6 +72,13 @@ def browser() -> Iterator[Chromium]:
         yield chromium
 
 
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$FUNDIFF_SCREENSHOTS`` if set, else this test's tmp dir."""
+    chosen = os.environ.get("FUNDIFF_SCREENSHOTS")
+    return Path(chosen) if chosen else tmp_path / "screenshots"
+
+
 def _assert_offline(report: PageReport, allowed: tuple[str, ...] = ("file:",)) -> None:
     outside = [u for u in report.requests if not u.startswith(allowed)]
     assert not outside, f"{report.url} requested non-local URLs: {outside}"
@@ -106,7 +114,7 @@ def test_harness_detects_external_requests_and_broken_images(tmp_path, browser) 
         _assert_images_loaded(report)
 
 
-def test_synthetic_writeup_renders_offline(tmp_path, monkeypatch, browser) -> None:
+def test_synthetic_writeup_renders_offline(tmp_path, monkeypatch, browser, shots) -> None:
     monkeypatch.chdir(tmp_path)
     figures, numbers = make_synthetic_results(tmp_path, backends=("deepfloyd", "local"))
     build_writeup(
@@ -116,34 +124,36 @@ def test_synthetic_writeup_renders_offline(tmp_path, monkeypatch, browser) -> No
         out_html="results/writeup/index.html",
         template_dir=ROOT / "report",
         config={"seed": 180, "partA": {"deepfloyd": {"stage1": "DeepFloyd/IF-I-L-v1.0"}}},
-        metadata_dir=".snakemake/metadata",
+        benchmarks=BENCHMARKS,
     )
     report = browser.load(tmp_path / "results" / "writeup" / "index.html")
     assert report.title == "Fun With Diffusion Models: results"
     _assert_offline(report)
     _assert_images_loaded(report, expected=len(figures))
     assert not report.failed and not report.exceptions
-    shot = browser.screenshot(RESULTS / "writeup_screenshot.png")
+    shot = browser.screenshot(shots / "writeup_screenshot.png")
     _check_screenshot(shot, min_height=min(report.height, 32000))
 
 
 @pytest.mark.slow
-def test_workflow_writeup_renders_offline(ci_workspace: Path, browser) -> None:
-    """The writeup of the CI workflow run (copied to results/ci) renders offline in Chromium."""
-    page = RESULTS / "ci" / "writeup" / "index.html"
+def test_workflow_writeup_renders_offline(ci_workspace: Path, browser, shots) -> None:
+    """The writeup of the CI workflow run renders offline in Chromium."""
+    page = ci_workspace / "results" / "writeup" / "index.html"
     report = browser.load(page)
     _assert_offline(report)
     _assert_images_loaded(report)
     assert report.images, "the writeup shows no figure"
     figures = sorted(p for p in (page.parent / "figures").rglob("*") if p.is_file())
     assert len(report.images) == len(figures)
-    browser.screenshot(RESULTS / "ci" / "writeup_screenshot.png")
+    browser.screenshot(shots / "ci_writeup_screenshot.png")
 
 
 @pytest.mark.slow
-def test_snakemake_report_renders_offline(ci_workspace: Path, tmp_path: Path, browser) -> None:
+def test_snakemake_report_renders_offline(
+    ci_workspace: Path, tmp_path: Path, browser, shots
+) -> None:
     """Snakemake's own report of the CI run (self-contained app) loads without network or errors."""
-    with zipfile.ZipFile(RESULTS / "ci" / "report.zip") as z:
+    with zipfile.ZipFile(ci_workspace / "results" / "report.zip") as z:
         z.extractall(tmp_path)
     page = next(tmp_path.rglob("report.html"))
     report = browser.load(page, settle=2.0)
@@ -151,4 +161,4 @@ def test_snakemake_report_renders_offline(ci_workspace: Path, tmp_path: Path, br
     _assert_offline(report, allowed=("file:", "data:", "blob:", "about:"))
     _assert_images_loaded(report)
     assert not report.exceptions, report.exceptions
-    browser.screenshot(RESULTS / "ci" / "report_screenshot.png")
+    browser.screenshot(shots / "ci_report_screenshot.png")

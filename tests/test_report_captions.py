@@ -3,7 +3,8 @@
 A toy workflow includes the real ``rules/common.smk`` (config, target lists, params functions)
 and ``rules/report.smk``, but makes every figure by copying a PNG and every number file with a
 few lines of Python, so it runs in seconds. Then ``snakemake --report`` renders every caption
-with the real params of its rule, and the writeup reads the real ``.snakemake/metadata``.
+with the real params of its rule, and the writeup reads the benchmark files of the toy Part A and
+number jobs (the other toy rules write none).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ for task, folder in PARTA_TASKS.items():
                 backend=backend_params(task),
                 settings=task_params(task),
                 image=image_spec(task),
+            benchmark:
+                f"benchmarks/parta/{{backend}}/{folder}/{{item}}.tsv"
             shell:
                 "for f in {output}; do cp {input} $f; done"
 
@@ -143,6 +146,8 @@ rule toy_numbers:
         "results/{path}",
     wildcard_constraints:
         path=r".*\.(json|csv|npz)",
+    benchmark:
+        "benchmarks/toy_numbers/{path}.tsv"
     shell:
         "python toy_numbers.py {output}"
 """
@@ -237,8 +242,9 @@ def test_writeup_rule_output_and_runtimes(toy: Path) -> None:
     out = toy / "results" / "writeup"
     md = (out / "index.md").read_text()
     page = (out / "index.html").read_text()
-    # runtimes decoded from Snakemake's own metadata records
+    # runtimes from the jobs' benchmark files (global wildcard constraints in the patterns)
     assert re.search(r"\| toy_parta_sdedit \| \d+ \|", md), md[-2000:]
+    assert "| toy_parta_sdedit | backend=deepfloyd, item=" in md
     assert "| toy_numbers |" in md and "| writeup |" not in md
     assert "| seed | 0 |" in md and "stage1: tiny_if/stage1" in md
     assert 'src="figures/partA/deepfloyd/a1_8_anagrams/old_man_campfire.png"' in page

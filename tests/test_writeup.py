@@ -1,4 +1,5 @@
-"""Unit tests of fundiff.writeup on synthetic figures and numbers (no Snakemake run)."""
+"""Tests of fundiff.writeup on synthetic figures and numbers, plus one toy Snakemake workflow
+(runtime table from real benchmark files)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,25 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_workflow import job_counts
 
 from fundiff.errors import FundiffError
 from fundiff.writeup import (
     build_writeup,
     check_image,
+    csv_table,
     eval_table,
     find_seeds,
     json_tables,
     loss_table,
     parse_result_path,
-    read_runtimes,
+    read_benchmark,
+    read_benchmarks,
 )
+from fundiff.writeup.runtimes import fmt_time, pattern_regex
 
-from _writeup_synth import make_synthetic_results, record_path, write_metadata
+from _writeup_synth import BENCHMARKS, make_synthetic_results, write_benchmark
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "report"
@@ -59,7 +65,7 @@ def _build(root: Path, monkeypatch: pytest.MonkeyPatch, **kw) -> tuple[list[str]
         out_html="results/writeup/index.html",
         template_dir=TEMPLATES,
         config=CONFIG,
-        metadata_dir=".snakemake/metadata",
+        benchmarks=BENCHMARKS,
     )
     return figures, numbers
 
@@ -171,12 +177,12 @@ def test_tables_of_numbers(built) -> None:
     assert "Confusion of the judged samples after epoch 20 (counts)" in md
     # classifier metrics as an accuracy table
     assert "Judged accuracy: metrics" in md
-    # seeds and config (YAML), runtimes per rule from the metadata
+    # seeds and config (YAML), runtimes per rule from the benchmark files
     assert "| seed | 180 |" in md and "| partA.deepfloyd.seed_offset | 3 |" in md
     assert "stage1: DeepFloyd/IF-I-L-v1.0" in md
     assert "| train_partb | 1 | 20 min 34.5 s |" in md
     assert "| plot_loss | 2 | 4.5 s |" in md
-    assert "unrelated" not in md  # outside the results folder
+    assert "old_rule" not in md  # a benchmark file of no rule of the workflow
     assert md.count("|") > 200 and "<table>" in html
 
 
@@ -351,8 +357,35 @@ def test_loss_table_means_and_lr(tmp_path) -> None:
         ["10", "1", "0.1", "0.1", "1.000e-04"],
     ]
     (tmp_path / "bad.csv").write_text("step,value\n1,2\n")
-    with pytest.raises(FundiffError, match="bad.csv"):
+    with pytest.raises(FundiffError, match=r"bad.csv lacks column\(s\) \['epoch'"):
         loss_table(tmp_path / "bad.csv")
+    (tmp_path / "nan.csv").write_text("epoch,step,loss,lr\n1,1,oops,0.1\n")
+    with pytest.raises(FundiffError, match="nan.csv line 2: bad number"):
+        loss_table(tmp_path / "nan.csv")
+
+
+def test_loss_table_reads_through_storage_read_losses(tmp_path, monkeypatch) -> None:
+    """One loss-CSV reader in the project: the writeup tabulates what storage.read_losses says."""
+    import fundiff.storage
+
+    p = tmp_path / "losses.csv"
+    p.write_text("epoch,step,loss,lr\n1,1,1.0,0.01\n")
+    seen: list[Path] = []
+
+    def fake(path):
+        seen.append(Path(path))
+        return [{"epoch": 3, "step": 7, "loss": 0.5, "lr": 0.2}]
+
+    monkeypatch.setattr(fundiff.storage, "read_losses", fake)
+    assert loss_table(p).rows == [["3", "1", "0.5", "0.5", "0.2"]]
+    assert seen == [p]
+
+
+def test_csv_table_routes_only_full_loss_files(tmp_path) -> None:
+    p = tmp_path / "scores.csv"
+    p.write_text("epoch,loss\n1,0.5\n")  # not a losses.csv (no step, lr): shown verbatim
+    t = csv_table(p)
+    assert t.columns == ["epoch", "loss"] and t.rows == [["1", "0.5"]]
 
 
 def test_json_tables_shapes() -> None:
@@ -382,25 +415,189 @@ def test_find_seeds() -> None:
     assert find_seeds({"runs": [{"seed": 1}, {"x": 2}]}) == [("runs[0].seed", 1)]
 
 
-def test_metadata_decoding_long_paths_and_merging(tmp_path) -> None:
-    meta = tmp_path / "metadata"
-    long_out = "results/partB/" + "x" * 300 + "/model.safetensors"
-    # Snakemake splits names longer than the file-name limit into '@'-prefixed folders
-    assert len(record_path(meta, long_out).relative_to(meta).parts) > 1
-    write_metadata(
-        meta,
-        [
-            ("train", [long_out, "results/partB/run/losses.csv"], 100.0, 160.0),
-            ("plot", ["results/partB/run/loss.png"], 170.0, 171.5),
-            ("other", ["elsewhere/x"], 10.0, 11.0),
-        ],
+def test_runtime_tables_from_benchmark_files(tmp_path, monkeypatch) -> None:
+    """Each synthetic benchmark file is one job: counted once, summed, its rule from the pattern."""
+    _build(tmp_path, monkeypatch)
+    md = Path("results/writeup/index.md").read_text()
+    html = Path("results/writeup/index.html").read_text()
+    # 6 files match a rule (the 7th, of a rule no longer in the workflow, does not); the
+    # anagram job ran twice (repeat: 2 rows, 1 s + 3 s); summed 12.5+82+1234.5+2+2.5+4 s
+    assert "| all rules | 6 | 22 min 17.5 s |" in md
+    assert "| fetch_mnist | 1 | 12.5 s | 12.5 s | 12.5 s | 310 MB |" in md
+    assert "| plot_loss | 2 | 4.5 s | 2.2 s | 2.5 s | 150 MB |" in md  # one row NA: the other's
+    assert "| parta_anagrams | 1 | 4.0 s | 4.0 s | 4.0 s | 500 MB |" in md
+    t0 = 1_750_000_000.0
+    assert (
+        f"| parta_anagrams | backend=deepfloyd, item=rot90 | {fmt_time(t0 + 1340)} "
+        "| 4.0 s (2 runs) | 500 MB |"
+    ) in md
+    assert f"| plot_loss | run=ddpm_class | {fmt_time(t0 + 1333)} | 2.0 s | – |" in md
+    assert f"| fetch_mnist | – | {fmt_time(t0 + 12.5)} | 12.5 s | 310 MB |" in md
+    # first start (mnist: finished 12.5 s after t0, took 12.5 s) to last finish (t0 + 1340)
+    span = (
+        f"6 jobs between {fmt_time(t0)} and {fmt_time(t0 + 1340)} "
+        "(22 min 20.0 s wall clock, 22 min 17.5 s summed)"
     )
-    (meta / "garbage!").write_text("{")
-    timings = read_runtimes(meta)
-    assert [t.rule for t in timings] == ["other", "train", "plot"]
-    train = timings[1]
-    assert set(train.outputs) == {long_out, "results/partB/run/losses.csv"}
-    assert train.duration == 60.0
-    assert [t.rule for t in read_runtimes(meta, under="results")] == ["train", "plot"]
-    assert [t.rule for t in read_runtimes(meta, exclude="results/partB/run")] == ["other", "train"]
-    assert read_runtimes(tmp_path / "absent") == []
+    assert span in md and span in html
+    # rules in order of their first job's start
+    order = [md.index(f"| {r} | ") for r in ("fetch_mnist", "train_classifier", "train_partb")]
+    assert order == sorted(order)
+
+
+def test_read_benchmarks_counts_each_file_once(tmp_path) -> None:
+    bench = tmp_path / "benchmarks"
+    write_benchmark(bench / "train_unet/a.tsv", 10.0, 100.0, 1000.0)
+    write_benchmark(bench / "train_unet/b.tsv", 20.0, None, 990.0)
+    patterns = {"train": "benchmarks/train_unet/{run}.tsv", "all_of_them": "benchmarks/{x}"}
+    jobs = read_benchmarks(patterns, root=tmp_path)
+    # both patterns match; the more literal one wins, and no file is counted twice
+    assert [(j.rule, j.job, j.seconds, j.max_rss_mb) for j in jobs] == [
+        ("train", "run=b", 20.0, None),  # started at 970, before a (990)
+        ("train", "run=a", 10.0, 100.0),
+    ]
+    assert jobs[0].path == "benchmarks/train_unet/b.tsv" and jobs[1].start == 990.0
+    # a rerun overwrites its file: still one job, with the latest duration
+    write_benchmark(bench / "train_unet/a.tsv", 30.0, 100.0, 2000.0)
+    assert sorted(j.seconds for j in read_benchmarks(patterns, root=tmp_path)) == [20.0, 30.0]
+    assert read_benchmarks({"x": "nowhere/{a}.tsv"}, root=tmp_path) == []
+    tie = {"one": "benchmarks/train_unet/{a}.tsv", "two": "benchmarks/train_unet/{b}.tsv"}
+    with pytest.raises(FundiffError, match="a.tsv matches rules 'two' and 'one'"):
+        read_benchmarks(tie, root=tmp_path)
+
+
+def test_pattern_regex_handles_constraints() -> None:
+    regex, names, literal = pattern_regex(
+        "benchmarks/sample/{run,single_step|fm_class}_{epoch,\\d{2}}_{run}.tsv"
+    )
+    assert names == ["run", "epoch"] and literal == len("benchmarks/sample/__.tsv")
+    m = regex.match("benchmarks/sample/fm_class_12_fm_class.tsv")
+    assert m and m.group("epoch") == "12"
+    assert not regex.match("benchmarks/sample/fm_class_123_fm_class.tsv")
+    assert not regex.match("benchmarks/sample/fm_class_12_single_step.tsv")  # same wildcard twice
+    assert pattern_regex("a{{b}}/{x}.tsv")[0].match("a{b}/y.tsv")
+    with pytest.raises(FundiffError, match="unclosed"):
+        pattern_regex("benchmarks/{run.tsv")
+
+
+def test_read_benchmark_format_and_errors(tmp_path) -> None:
+    p = tmp_path / "b.tsv"
+    write_benchmark(p, [1.5, 2.5], 64.0, 0.0)
+    assert read_benchmark(p) == (4.0, 64.0, 2)
+    p.write_text("seconds\n1\n")
+    with pytest.raises(FundiffError, match=re.escape(str(p)) + ".*not a Snakemake benchmark"):
+        read_benchmark(p)
+    p.write_text("s\th:m:s\tmax_rss\nlong\t0:00:01\tNA\n")
+    with pytest.raises(FundiffError, match=re.escape(str(p)) + " line 2"):
+        read_benchmark(p)
+    p.write_text("")
+    with pytest.raises(FundiffError, match=re.escape(str(p))):
+        read_benchmark(p)
+
+
+def test_no_benchmarks_says_so(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    figures, numbers = make_synthetic_results(tmp_path)
+    doc = build_writeup(
+        figures, numbers, out_md="w/index.md", out_html="w/index.html", template_dir=TEMPLATES
+    )
+    assert doc.jobs == [] and doc.runtimes == [] and doc.run_span == ""
+    assert (
+        "_No Snakemake benchmark files were found for these results._"
+        in Path("w/index.md").read_text()
+    )
+
+
+TOY_SNAKEFILE = r"""
+REPO = "@REPO@"
+
+
+configfile: f"{REPO}/config.yaml"
+
+
+include: f"{REPO}/rules/common.smk"
+
+
+# the toy's own targets replace the workflow's (rule writeup reads them when report.smk is included)
+def all_figures():
+    return [f"{R}/partB/toy/fig_{i}.png" for i in (1, 2, 3)]
+
+
+def all_numbers():
+    return [f"{R}/partB/toy/metrics.json"]
+
+
+include: f"{REPO}/rules/report.smk"
+
+
+rule all:
+    input:
+        all_figures(),
+        all_numbers(),
+        f"{R}/writeup/index.html",
+
+
+rule toy_fig:
+    input:
+        "fig.png",
+    output:
+        f"{R}/partB/toy/fig_{{i}}.png",
+    log:
+        "logs/toy_fig/{i}.log",
+    benchmark:
+        "benchmarks/toy_fig/{i}.tsv"
+    shell:
+        "cp {input} {output} 2> {log}"
+
+
+# Two outputs: the metadata reader of old counted a third of such jobs twice.
+rule toy_two_outputs:
+    output:
+        json=f"{R}/partB/toy/metrics.json",
+        model=f"{R}/partB/toy/model.bin",
+    log:
+        "logs/toy_two_outputs.log",
+    benchmark:
+        "benchmarks/toy_two_outputs.tsv"
+    shell:
+        "echo '{{\"psnr\": 20.5}}' > {output.json}; echo x > {output.model}; sleep 0.2"
+"""
+
+
+def _rule_counts(md: str) -> dict[str, int]:
+    """The writeup's 'Runtime per rule' table as {rule: jobs}."""
+    table = md.split("**Runtime per rule**", 1)[1].split("\n\n", 2)[1]
+    counts = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        counts[cells[0]] = int(cells[1])
+    return counts
+
+
+def test_toy_workflow_runtime_counts_jobs_that_ran(tmp_path) -> None:
+    """Real Snakemake: the runtime table counts exactly the jobs that ran, once each, also after
+    a partial rerun (the jobs that did not rerun keep their earlier benchmark files)."""
+    for shared in ("report", "schemas", "inputs"):  # templates; config validation
+        (tmp_path / shared).symlink_to(REPO / shared)
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE.replace("@REPO@", str(REPO)))
+    Image.new("RGB", (48, 32), (200, 60, 40)).save(tmp_path / "fig.png")
+
+    proc = run_snakemake(tmp_path, "--cores", "2", timeout=600)
+    ran = job_counts(proc.stdout + proc.stderr)
+    assert ran.pop("writeup") == 1 and ran.pop("all") == 1, ran
+    assert ran == {"toy_fig": 3, "toy_two_outputs": 1}
+    md = (tmp_path / "results/writeup/index.md").read_text()
+    assert _rule_counts(md) == {**ran, "all rules": 4}
+    assert "4 jobs between" in md and "| writeup |" not in md
+
+    # one job reruns; a stale file of a rule that no longer exists lies around
+    write_benchmark(tmp_path / "benchmarks/old_rule.tsv", 5.0, 1.0, 0.0)
+    proc = run_snakemake(tmp_path, "--cores", "2", "--forcerun", "toy_two_outputs", timeout=600)
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "all": 1,
+        "toy_two_outputs": 1,
+        "writeup": 1,
+    }
+    md = (tmp_path / "results/writeup/index.md").read_text()
+    assert _rule_counts(md) == {"toy_fig": 3, "toy_two_outputs": 1, "all rules": 4}
+    rerun = (tmp_path / "benchmarks/toy_two_outputs.tsv").stat().st_mtime
+    assert f"| toy_two_outputs | – | {fmt_time(rerun)} |" in md
