@@ -70,8 +70,11 @@ def local_rules() -> set[str]:
     for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
         text = smk.read_text()
         heads = list(RULE_HEAD.finditer(text))
-        for head, nxt in zip(heads, [*heads[1:], None], strict=True):
-            body = text[head.end() : nxt.start() if nxt else len(text)]
+        if not heads:
+            continue
+        ends = [h.start() for h in heads[1:]] + [len(text)]
+        for head, end in zip(heads, ends, strict=True):
+            body = text[head.end() : end]
             if re.search(r"^\s+localrule:\s*True", body, re.MULTILINE):
                 names.add(head.group(1))
     return names
