@@ -13,8 +13,9 @@ Phases of one submission (seconds):
   queue     SubmitTime -> StartTime
   startup   StartTime  -> first rule starts inside the job (Snakemake starts twice in a job:
                           the jobstep executor, then `srun snakemake` that runs the rule)
-  work      first rule start -> last rule end inside the job
-  teardown  last rule end -> EndTime (both Snakemake processes exit)
+  work      the time inside the rules (summed over the members of a group job)
+  teardown  the rest of the job: both Snakemake processes exit, and in a group job the
+            `srun snakemake` start of every member after the first
   detect    EndTime -> the submitting Snakemake reports the job finished (status polling)
 overhead = startup + teardown + detect: the fixed cost of one submission. Queue time is kept
 apart: on the test cluster it is mostly jobs waiting for the one (fake) GPU or the 2 CPUs.
@@ -64,18 +65,25 @@ def scontrol_times(slurm_jobid: str) -> dict[str, dt.datetime] | None:
         return None
 
 
-def inner_rule_span(log_text: str) -> tuple[list[str], dt.datetime, dt.datetime] | None:
-    """(rules run, first rule start, last rule end) inside a job, from its SLURM log.
+def inner_rule_span(log_text: str) -> tuple[list[str], dt.datetime, float] | None:
+    """(rules run, first rule start, seconds spent in the rules) inside a job, from its log.
 
-    The innermost Snakemake shows its jobs as `localrule`; its last "Finished jobid" comes
-    before its "Elapsed time:" line (the jobstep Snakemake's own summary comes after).
+    The job's jobstep Snakemake runs each job (each member of a group job, one after another)
+    through its own `srun snakemake`, which shows it as `localrule` and reports "Finished
+    jobid" when it is done; a rule's time is from its `localrule` stamp to the next
+    "Finished" stamp. The Snakemake start-ups between group members are not work.
     """
     starts = stamped_events(log_text, LOCALRULE)
-    first_elapsed = log_text.find("Elapsed time:")
-    ends = [t for t, m in stamped_events(log_text, FINISHED) if m.start() < first_elapsed]
-    if not starts or not ends:
+    finishes = [t for t, _m in stamped_events(log_text, FINISHED)]
+    work = 0.0
+    for t, _m in starts:
+        after = [f for f in finishes if f >= t]
+        if not after:
+            return None
+        work += (after[0] - t).total_seconds()
+    if not starts:
         return None
-    return [m.group(1) for _t, m in starts], starts[0][0], ends[-1]
+    return [m.group(1) for _t, m in starts], starts[0][0], work
 
 
 def submissions(output: str) -> list[dict]:
@@ -95,7 +103,7 @@ def submissions(output: str) -> list[dict]:
         if span:
             row["rules"] = span[0]
         if times and span:
-            rules, rule_start, rule_end = span
+            rules, rule_start, work = span
             # the submitting Snakemake's first "Finished" report, after the end, of a job this
             # submission ran (by jobid; group members by rule name)
             seen = [
@@ -104,11 +112,13 @@ def submissions(output: str) -> list[dict]:
                 if t >= times["EndTime"] and (m.group(1) == job or m.group(2) in rules)
             ]
             if seen:
+                startup = (rule_start - times["StartTime"]).total_seconds()
+                in_job = (times["EndTime"] - times["StartTime"]).total_seconds()
                 row.update(
                     queue=(times["StartTime"] - times["SubmitTime"]).total_seconds(),
-                    startup=(rule_start - times["StartTime"]).total_seconds(),
-                    work=(rule_end - rule_start).total_seconds(),
-                    teardown=(times["EndTime"] - rule_end).total_seconds(),
+                    startup=startup,
+                    work=work,
+                    teardown=in_job - startup - work,
                     detect=(min(seen) - times["EndTime"]).total_seconds(),
                 )
                 row["overhead"] = row["startup"] + row["teardown"] + row["detect"]
