@@ -37,6 +37,9 @@ format: setup
 
 bench: setup
 	$(PY) bench/bench_sampler.py && $(PY) bench/bench_training.py && $(PY) bench/bench_if.py
+	$(PY) bench/bench_noop.py
+	@# the SLURM part needs root (a local cluster); without it only the dry-run submission counts
+	if [ "$$(id -u)" = 0 ]; then $(PY) bench/bench_slurm.py; else $(PY) bench/bench_slurm.py --planned-only; fi
 
 lock:  ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -q -r requirements.in

@@ -10,8 +10,9 @@ change, and a failing job reported as failed in bounded time.
 Each SLURM job starts Snakemake again (10-30 s per job on a loaded 2-core machine, and the GPU
 rules share the one fake GPU), so by default the run covers a slice of the CI DAG that touches
 every kind of job: MNIST preparation (CPU), a UNet training (GPU rule), a Part A job on both
-backends (GPU rules; DeepFloyd needs encode_prompts) and a CPU figure, about 7 jobs.
-FUNDIFF_SLURM_FULL=1 runs the whole CI workflow instead (72 jobs, tens of minutes).
+backends (GPU rules; DeepFloyd needs encode_prompts) and three light CPU figures that the
+profile groups into one submission, 10 jobs.
+FUNDIFF_SLURM_FULL=1 runs the whole CI workflow instead (about 80 jobs, tens of minutes).
 
 Needs root (or passwordless sudo). Without it the tests skip; with CI=true they fail instead.
 Run alone with `sudo -E .venv/bin/pytest -m slurm tests/test_slurm.py`.
@@ -20,6 +21,7 @@ Run alone with `sudo -E .venv/bin/pytest -m slurm tests/test_slurm.py`.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import slurm_timing
 import yaml
 
 from conftest import copy_repo, tool_env
@@ -38,7 +41,11 @@ pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
-PROFILE = "profiles/slurm-local"
+# FUNDIFF_SLURM_PROFILE: another profile (e.g. an older version, to compare; bench/bench_slurm.py)
+PROFILE = os.environ.get("FUNDIFF_SLURM_PROFILE", "profiles/slurm-local")
+# FUNDIFF_SLURM_RECORD=path.json: write jobs submitted, wall times and where each submission's
+# time went (tests/slurm_timing.py) for bench/bench_slurm.py
+RECORD = os.environ.get("FUNDIFF_SLURM_RECORD", "")
 CONFIG = "configs/ci.yaml"
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 FULL = os.environ.get("FUNDIFF_SLURM_FULL", "") == "1"
@@ -47,12 +54,16 @@ FULL = os.environ.get("FUNDIFF_SLURM_FULL", "") == "1"
 # signal that makes snakemake scancel its SLURM jobs.
 RUN_TIMEOUT = int(os.environ.get("FUNDIFF_SLURM_RUN_TIMEOUT", "3600" if FULL else "900"))
 FAIL_TIMEOUT = 150
+# the SLURM logs of successful jobs are kept: they show which rules a group job ran, and when
+SLURM_ARGS = ("--workflow-profile", PROFILE, "--configfile", CONFIG, "--slurm-keep-successful-logs")
 
 # "Job 3 has been submitted with SLURM jobid 12 (log: /x/.snakemake/slurm_logs/rule_foo/a/12.log)."
+# A group job's log is under slurm_logs/group_<group>/.
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
-RULE_OF_LOG = re.compile(r"/slurm_logs/rule_([A-Za-z0-9_]+)/")
+RULE_OF_LOG = re.compile(r"/slurm_logs/(?:rule|group)_([A-Za-z0-9_]+)/")
 # a job in snakemake's output: "rule foo:" / "localrule all:" followed by indented lines
-JOB_BLOCK = re.compile(r"^(local)?rule (\w+):\n((?:    .*\n)*)", re.MULTILINE)
+# (indented itself when it is a member of a group job)
+JOB_BLOCK = re.compile(r"^ *(local)?rule (\w+):\n((?:    .*\n)*)", re.MULTILINE)
 
 HOW_TO_ENABLE = (
     "the SLURM integration test starts a local cluster (tests/slurm/cluster.sh) and needs root "
@@ -85,7 +96,19 @@ class Run:
         return jobs
 
     def submitted_rules(self) -> collections.Counter[str]:
-        return collections.Counter(rule for rule, _log in self.submitted())
+        """Rule names of the jobs that ran through sbatch; a group job counts each member.
+
+        Group members are read from the job's SLURM log (kept by --slurm-keep-successful-logs).
+        """
+        rules: collections.Counter[str] = collections.Counter()
+        for name, log in self.submitted():
+            if "/slurm_logs/group_" not in log:
+                rules[name] += 1
+                continue
+            span = slurm_timing.inner_rule_span(Path(log).read_text())
+            assert span, f"no rule found in the log of group job {name}: {log}"
+            rules.update(span[0])
+        return rules
 
 
 class Snakemake:
@@ -98,7 +121,7 @@ class Snakemake:
         self.cmd = ["timeout", "-s", "INT", "-k", "60", str(timeout)]
         self.cmd += [sys.executable, "-m", "snakemake", *args]
         self.log = workdir / f"snakemake-{time.monotonic_ns()}.out"
-        self.start = time.monotonic()
+        self.start = time.time()
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 self.cmd,
@@ -111,7 +134,9 @@ class Snakemake:
 
     def wait(self) -> Run:
         returncode = self.proc.wait()
-        return Run(self.cmd, returncode, self.log.read_text(), time.monotonic() - self.start)
+        # the output's last write ~ the end, also when wait() is called long after it
+        end = min(time.time(), self.log.stat().st_mtime)
+        return Run(self.cmd, returncode, self.log.read_text(), end - self.start)
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = RUN_TIMEOUT) -> Run:
@@ -160,18 +185,20 @@ def plan_rows(workdir: Path) -> list[tuple[str, str]]:
 
 
 def slice_targets(rows: list[tuple[str, str]]) -> list[str]:
-    """A few targets of the CI DAG that pull in every kind of job (about 6 jobs)."""
+    """A few targets of the CI DAG that pull in every kind of job (9 jobs)."""
 
     def pick(rule: str, part: str) -> str:
         for out, r in rows:
-            if r == rule and part in out and out.endswith(".png"):
+            if r == rule and part in out and out.endswith((".png", ".gif")):
                 return out
         pytest.fail(f"the CI plan has no {rule} figure containing {part!r}: {rows[:20]}")
 
     return [
         pick("parta_cfg", "/partA/local/"),  # <- train_unet (ddpm_class) <- mnist
         pick("parta_cfg", "/partA/deepfloyd/"),  # <- embed_prompt (local) <- encode_prompts
-        pick("plot_loss_curve", "/ddpm_class/"),  # CPU figure
+        pick("plot_loss_curve", "/ddpm_class/"),  # CPU figures (one `light` group job)
+        pick("sampling_gif", "/ddpm_class/"),
+        pick("plot_noising_grid", "/b1_noising"),
     ]
 
 
@@ -264,10 +291,33 @@ def targets(workspaces) -> list[str]:
 def runs(workspaces, targets) -> dict[str, Run]:
     """The same targets on SLURM and locally (`--cores 2`), side by side to save wall time."""
     local = Snakemake(workspaces["local"].path, *targets, "--cores", "2", "--configfile", CONFIG)
-    slurm = snakemake(
-        workspaces["slurm"].path, *targets, "--workflow-profile", PROFILE, "--configfile", CONFIG
-    )
-    return {"slurm": slurm, "local": local.wait()}
+    slurm = snakemake(workspaces["slurm"].path, *targets, *SLURM_ARGS)
+    runs = {"slurm": slurm, "local": local.wait()}
+    if RECORD:
+        record(runs, targets)
+    return runs
+
+
+def record(runs: dict[str, Run], targets: list[str]) -> None:
+    """Write jobs submitted, wall times and per-submission phases to RECORD (JSON)."""
+    slurm = runs["slurm"]
+    rows = slurm_timing.submissions(slurm.output)  # right away: scontrol forgets after 300 s
+    rule_jobs = sum(jobs_in(slurm, local=False).values())
+    data = {
+        "profile": PROFILE,
+        "profile_text": (REPO / PROFILE / "config.yaml").read_text(),  # PROFILE may be absolute
+        "targets": targets or ["<all of configs/ci.yaml>"],
+        "returncode": slurm.returncode,
+        "slurm_wall_s": round(slurm.seconds, 1),
+        "local_wall_s": round(runs["local"].seconds, 1),
+        "jobs_total": sum(jobs_in(slurm).values()),
+        "rule_jobs_on_slurm": rule_jobs,
+        "jobs_submitted": len(rows),
+        "summary": slurm_timing.summarize(rows, rule_jobs),
+        "submissions": rows,
+    }
+    Path(RECORD).parent.mkdir(parents=True, exist_ok=True)
+    Path(RECORD).write_text(json.dumps(data, indent=1, default=str))
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +373,7 @@ def test_param_change_resubmits_only_affected_jobs(slurm_run, workspaces, target
     assert expected["parta_cfg"] == 1, f"planned {dict(expected)}:\n{plan.tail()}"
     assert sum(expected.values()) < sum(jobs_in(slurm_run).values()), dict(expected)
 
-    rerun = snakemake(ws, *targets, "--workflow-profile", PROFILE, "--configfile", CONFIG)
+    rerun = snakemake(ws, *targets, *SLURM_ARGS)
     assert_ok(rerun, "SLURM rerun after the parameter change")
     # exactly the planned jobs ran; all but the local ones (like `all`) through sbatch
     assert jobs_in(rerun) == expected, f"ran {dict(jobs_in(rerun))}, planned {dict(expected)}"
