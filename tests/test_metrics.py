@@ -96,6 +96,7 @@ def test_judged_rate_one_call_and_labels(judge) -> None:
     assert (r.numbers["k"], r.numbers["n"]) == (3, 4) and judge.calls == 1
     per_image = metrics.judged_rate(judge, x, torch.tensor([4, 4, 0, 6])).numbers
     assert per_image["k"] == 3
+    assert metrics.judged_rate(judge, x, torch.tensor(6)).numbers["k"] == 1
     with pytest.raises(FundiffError, match="4 images but 2 labels"):
         metrics.judged_rate(judge, x, [4, 4])
 

@@ -56,7 +56,7 @@ __all__ = [
     "frechet_to_real",
 ]
 
-Labels = Tensor | int | Sequence[int]
+Labels = Tensor | int | Sequence[int]  # one digit for all images, or one per image
 
 
 @dataclass
@@ -116,10 +116,10 @@ def not_judged(reason: str) -> dict[str, Any]:
 
 
 def _labels(labels: Labels, n: int) -> Tensor:
-    """int -> (n,) filled; sequence / tensor -> int64 (n,) on the CPU."""
-    if isinstance(labels, int):
-        return torch.full((n,), labels, dtype=torch.long)
+    """One digit (int or 1-element tensor) -> (n,) filled; one per image -> int64 (n,), CPU."""
     lab = torch.as_tensor(labels).detach().cpu().long().reshape(-1)
+    if lab.numel() == 1:
+        return lab.expand(n).clone()
     if lab.shape != (n,):
         raise FundiffError(f"{n} images but {lab.numel()} labels")
     return lab
