@@ -90,7 +90,7 @@ def partb_numbers():
         if spec["objective"] in ("ddpm", "fm"):
             nums += [f"{PB}/{run}/samples_epoch{e}.npz" for e in figure_epochs(spec)]
         if spec["conditioning"] == "class":
-            nums.append(f"{PB}/{run}/eval_epoch{spec['epochs']}.json")
+            nums += [f"{PB}/{run}/eval_epoch{e}.json" for e in figure_epochs(spec)]
     return nums
 
 

@@ -241,12 +241,16 @@ rule sampling_gif:
 
 
 rule evaluate_samples:
-    """Judge >= 500 class-conditional samples with the reference classifier (JSON)."""
+    """Judge class-conditional samples after an epoch: accuracy with its Wilson interval and
+    the Frechet distance to real test digits (JSON), plus the judged sets as .npz."""
     input:
+        mnist=rules.mnist.output.npz,
         snapshots=rules.train_unet.output.snapshots,
         judge=rules.train_classifier.output.model,
     output:
         json=f"{PB}/{{run}}/eval_epoch{{epoch}}.json",
+        accuracy=f"{PB}/{{run}}/judged/{{run}}__epoch{{epoch}}__accuracy.npz",
+        fd=f"{PB}/{{run}}/judged/{{run}}__epoch{{epoch}}__fd.npz",
     log:
         "logs/evaluate_samples/{run}_{epoch}.log",
     benchmark:

@@ -12,10 +12,13 @@ import torch
 from fundiff.errors import FundiffError
 from fundiff.evaluation import (
     judge,
+    judged_name,
     load_classifier,
     predict,
+    quantize,
     read_samples,
     save_classifier,
+    save_judged,
     synthetic_digits,
     train_classifier,
     write_samples,
@@ -160,3 +163,42 @@ def test_classifier_result_files_are_identical_across_reruns(data, tmp_path: Pat
         )
     assert outputs[0] == outputs[1]
     assert "seconds" not in json.loads(outputs[0][0])
+
+
+def test_embed_is_the_penultimate_layer(classifier, data) -> None:
+    model, _ = classifier
+    x = data[2][:16].float()[:, None] / 255
+    with torch.no_grad():
+        f = model.embed(x)
+        assert f.shape == (16, 128) and (f >= 0).all()
+        assert torch.allclose(model.head[-1](f), model(x), atol=1e-5)
+
+
+def test_quantize_is_what_the_judge_sees() -> None:
+    x = torch.tensor([-0.2, 0.0, 0.3, 1 / 255 * 0.6, 1.4]).view(5, 1, 1, 1).expand(5, 1, 28, 28)
+    q = quantize(x)
+    assert q.shape == (5, 1, 28, 28)
+    assert (q[:, 0, 0, 0] * 255).tolist() == pytest.approx([0, 0, 76, 1, 255])
+    assert torch.equal(quantize((q * 255).round().to(torch.uint8)[:, 0]), q)
+    with pytest.raises(FundiffError, match="judged images"):
+        quantize(torch.zeros(2, 3, 28, 28))
+
+
+def test_save_judged_roundtrip(tmp_path: Path) -> None:
+    x = quantize(torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    p = save_judged(tmp_path / "a" / judged_name("inpaint", 7, "inpainted"), x, 7)
+    assert p.name == "inpaint__7__inpainted.npz"
+    back, lab = read_samples(p)
+    assert torch.equal(back, x) and lab.tolist() == [7] * 4  # lossless on the 1/255 grid
+    p2 = save_judged(tmp_path / "b.npz", (x * 255).round().to(torch.uint8)[:, 0], [1, 2, 3, 4])
+    assert torch.equal(read_samples(p2)[0], x) and read_samples(p2)[1].tolist() == [1, 2, 3, 4]
+
+
+def test_judged_name_is_unambiguous() -> None:
+    assert judged_name("anagrams", "6_9 vflip", "view") == "anagrams__6_9-vflip__view.npz"
+    assert judged_name("sdedit", "digit.3", "level0.5") == "sdedit__digit.3__level0.5.npz"
+    for odd in ("8__3", "_8_", "8/3", "8___"):
+        task, item, view = judged_name("hybrids", odd, "far").removesuffix(".npz").split("__")
+        assert (task, view) == ("hybrids", "far") and item.strip("_-") == item and item
+    with pytest.raises(FundiffError, match="task, an item and a view"):
+        judged_name("x", "__", "far")

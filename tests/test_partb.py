@@ -13,6 +13,7 @@ from PIL import Image
 
 from fundiff import partb
 from fundiff.config import load_schema
+from fundiff.data import MnistSplits
 from fundiff.diffusion import DDPM, FlowMatching, SingleStepDenoising
 from fundiff.errors import FundiffError
 from fundiff.evaluation import read_samples, synthetic_digits, train_classifier
@@ -185,9 +186,48 @@ def test_evaluate_judges_class_runs_only(class_model, digits) -> None:
     judge, _ = train_classifier(images, labels, epochs=1, seed=0, width=8, batch_size=32)
     spec = run_spec("ddpm", guidance=2.0)
     evaluation = {"samples_per_digit": 1, "steps": 3}
-    result = partb.evaluate(class_model, spec, judge, evaluation, seed=0, epoch=1)
+    judged = partb.evaluate(class_model, spec, judge, evaluation, seed=0, epoch=1)
+    result = judged.numbers
     assert result["n"] == result["n_scored"] == 10
     assert (result["epoch"], result["guidance"], result["sampler_steps"]) == (1, 2.0, 3)
     assert 0 <= result["accuracy"] <= 1 and len(result["confusion"]) == 10
+    lo, hi = result["accuracy_ci95"]
+    assert lo <= result["accuracy"] <= hi and hi - lo > 0.2  # 10 samples: a wide interval
+    assert "frechet_distance" not in result and set(judged.sets) == {"accuracy"}
+    x, lab = judged.sets["accuracy"]
+    assert torch.equal(lab, torch.arange(10)) and torch.equal((x * 255).round() / 255, x)
     with pytest.raises(FundiffError, match="class-conditioned"):
         partb.evaluate(class_model, run_spec("ddpm", conditioning="time"), judge, evaluation, 0, 1)
+
+
+def test_evaluate_frechet_distance_at_its_own_guidance(class_model, digits) -> None:
+    images, labels = digits
+    mnist = MnistSplits(images, labels, images[:40], labels[:40])
+    judge, _ = train_classifier(images, labels, epochs=1, seed=0, width=8, batch_size=32)
+    spec = run_spec("ddpm", guidance=3.0)
+    evaluation = {"samples_per_digit": 2, "steps": 3, "fd_guidance": 1.0}
+    judged = partb.evaluate(class_model, spec, judge, evaluation, 0, 1, mnist)
+    fd = judged.numbers["frechet_distance"]
+    assert (fd["n"], fd["n_real"], fd["feature_dim"], fd["guidance"]) == (20, 40, 128, 1.0)
+    assert fd["value"] > fd["real_floor"] >= 0  # an untrained model is far from real digits
+    x_acc, x_fd = judged.sets["accuracy"][0], judged.sets["fd"][0]
+    assert not torch.equal(x_acc, x_fd)  # sampled separately, without CFG
+    again = partb.evaluate(class_model, spec, judge, evaluation, 0, 1, mnist).numbers
+    assert again["frechet_distance"] == fd  # seeded
+    # null (or the run's own scale) reuses the accuracy samples
+    for g in (None, 3.0):
+        same = partb.evaluate(
+            class_model, spec, judge, {**evaluation, "fd_guidance": g}, 0, 1, mnist
+        )
+        assert same.numbers["frechet_distance"]["guidance"] == 3.0
+        assert torch.equal(same.sets["fd"][0], same.sets["accuracy"][0])
+    with pytest.raises(FundiffError, match="only 0 real digits"):
+        partb.evaluate(
+            class_model,
+            spec,
+            judge,
+            evaluation,
+            0,
+            1,
+            MnistSplits(images[:0], labels[:0], images, labels),
+        )

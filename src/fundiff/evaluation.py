@@ -7,6 +7,9 @@
 * The sample file format (``.npz``): ``images`` uint8 (N, 28, 28) with 0 = background (as
   MNIST) and ``labels`` int64 (N,) = the requested digit, -1 if unconditional
   (:func:`write_samples`, :func:`read_samples`).
+* :func:`save_judged`, :func:`judged_name`: a judged image set (the images exactly as the judge
+  saw them, with the intended digit per image) in the same ``.npz`` format, named
+  ``{task}__{item}__{view}.npz`` so anyone can re-judge it with another classifier.
 * :func:`synthetic_digits`: seven-segment "digits" with random jitter -- a class-separable toy
   data set for tests and benchmarks (not MNIST).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,9 @@ __all__ = [
     "judge",
     "write_samples",
     "read_samples",
+    "quantize",
+    "save_judged",
+    "judged_name",
     "synthetic_digits",
 ]
 
@@ -78,6 +85,15 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features((x - MNIST_MEAN) / MNIST_STD))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Penultimate-layer features (B, 128), >= 0 (after the hidden ReLU), for images
+        (B, 1, 28, 28) in [0, 1]: the space of the Frechet distance (``fundiff.metrics``).
+
+        Named ``embed`` because ``features`` is the convolutional trunk (its weights are saved
+        under ``features.*``). Dropout is the identity in eval mode, so call it on an eval model.
+        """
+        return self.head[:-2](self.features((x - MNIST_MEAN) / MNIST_STD))
 
 
 def _to_float_images(images: Tensor) -> Tensor:
@@ -312,6 +328,44 @@ def read_samples(path: str | Path) -> tuple[Tensor, Tensor]:
             f"{path}: labels must be integer ({im.shape[0]},), got {lab.dtype} {lab.shape}"
         )
     return torch.from_numpy(im).float().div(255)[:, None], torch.from_numpy(lab.astype(np.int64))
+
+
+def quantize(images: Tensor) -> Tensor:
+    """Images as the judge sees them: float (N, 1, 28, 28) on the 1/255 grid, on the CPU
+    (uint8 (N, 28, 28) 0..255 or float in [0, 1] in; values clamped to [0, 1])."""
+    x = images.detach().cpu()
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise FundiffError(f"judged images must be (N, 1, H, W), got {tuple(images.shape)}")
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    return (x.float().clamp(0, 1) * 255).round() / 255.0
+
+
+def save_judged(path: str | Path, images: Tensor, labels: Tensor | int) -> Path:
+    """Save a judged image set: images (N, 1, 28, 28) / (N, 28, 28) float in [0, 1] or uint8,
+    exactly as the judge saw them (uint8 = round(255 x), lossless for images already on the
+    1/255 grid); ``labels`` the intended digit per image (N,) or one digit for all."""
+    x = quantize(images)
+    lab = torch.full((len(x),), labels) if isinstance(labels, int) else torch.as_tensor(labels)
+    return write_samples(path, x, lab)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def judged_name(task: str, item: str | int, view: str) -> str:
+    """File name of a judged set: ``{task}__{item}__{view}.npz``, split back by ``"__"``.
+
+    Each part keeps letters, digits and ``._+-``; other runs of characters become ``-``, runs
+    of ``_`` one ``_``, and ``-`` / ``_`` are stripped from the ends. E.g.
+    ``("anagrams", "6_9 vflip", "view")`` -> ``anagrams__6_9-vflip__view.npz``.
+    """
+    parts = [re.sub("_{2,}", "_", _UNSAFE.sub("-", str(p))).strip("-_") for p in (task, item, view)]
+    if not all(parts):
+        raise FundiffError(f"judged set name needs a task, an item and a view, got {parts}")
+    return "__".join(parts) + ".npz"
 
 
 # Seven-segment layout on a 28x28 canvas: (y0, y1, x0, x1) rectangles, before jitter.
