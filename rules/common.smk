@@ -125,7 +125,7 @@ def parta_outputs(ext, tasks=PARTA_TASKS):
 
 
 def parta_variants(task):
-    """(rule name, backends, 256 px result names) of each rule of a Part A task: one for the
+    """(name, backends, 256 px result names) of each Snakemake rule of a Part A task, one for the
     backends that keep only the figure, one for the backend that upsamples (if it does).
     """
     up = [b for b in BACKENDS if parta_registry.upsampled(config, b, task)]
