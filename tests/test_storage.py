@@ -103,3 +103,21 @@ def test_read_losses_names_the_file_and_line(text: str, error: str, tmp_path: Pa
         read_losses(p)
     with pytest.raises(FundiffError, match="loss file not found"):
         read_losses(tmp_path / "nope.csv")
+
+
+def test_safetensors_bytes_do_not_depend_on_metadata_order(tmp_path: Path) -> None:
+    """safetensors writes its metadata map in arbitrary order; ours sorts it, so result files
+    are byte-identical across reruns, and the file still loads."""
+    from safetensors import safe_open
+
+    t = {"b": torch.arange(6.0).view(2, 3), "a": torch.ones(3, dtype=torch.int64)}
+    keys = [f"k{i}" for i in range(12)]
+    blobs = []
+    for order in (keys, keys[::-1]):
+        path = save_safetensors(t, tmp_path / f"{order[0]}.safetensors", {k: k for k in order})
+        blobs.append(path.read_bytes())
+        with safe_open(str(path), framework="pt") as f:
+            assert f.metadata() == {k: k for k in keys}
+            assert torch.equal(f.get_tensor("b"), t["b"]) and torch.equal(f.get_tensor("a"), t["a"])
+    assert blobs[0] == blobs[1]
+    assert int.from_bytes(blobs[0][:8], "little") % 8 == 0

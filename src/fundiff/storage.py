@@ -219,7 +219,21 @@ def save_safetensors(
     """Save tensors (any device; stored from CPU, contiguous) as safetensors, atomically."""
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     data = safetensors_bytes(cpu, metadata=dict(metadata) if metadata is not None else None)
-    return write_bytes_atomic(path, data)
+    return write_bytes_atomic(path, canonical_safetensors(data))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted (metadata included).
+
+    safetensors writes its ``__metadata__`` map in an arbitrary order, so the same tensors and
+    metadata could give different bytes from run to run; sorted, result files are byte-identical
+    across reruns. The header stays padded with spaces to a multiple of 8 bytes.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
 def load_safetensors(
