@@ -258,7 +258,9 @@ def _train(
     unet = objective.unet
     if cfg.channels_last:
         unet.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
+    # foreach: a few multi-tensor ops per step instead of ~10 per parameter (torch's default
+    # off CUDA is the per-parameter loop); same arithmetic, bit-identical weights
+    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr, foreach=True)
     sched, sched_unit = make_lr_scheduler(opt, cfg, steps_per_epoch)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
