@@ -15,6 +15,8 @@
 * One training per ``run_dir`` at a time (an flock on ``run_dir/.lock``): a concurrent second
   one waits, then resumes. A failed write (full disk) names the file; nothing written before
   is damaged (see :mod:`fundiff.storage`).
+* Speed (:mod:`fundiff.acceleration`): ``precision="auto"`` is bf16 only on devices with native
+  bf16; ``compile=True`` trains through ``torch.compile``, saving the plain module's weights.
 * ``run_dir/losses.csv`` (columns ``epoch,step,loss,lr``; epoch 1-based, step = 1-based global
   optimizer step) gets one row per ``log_every`` steps; on resume rows past the checkpoint are
   dropped, so the file never has duplicate steps.
