@@ -9,7 +9,7 @@ Measures, in one process and with the same threads (default 2):
   config's ``precision: auto`` + channels_last (bf16 only where the CPU has native bf16);
   on a CPU without native bf16 the bf16 variants are not run (they are ~8x slower than
   fp32 there): one D = 16 bf16 step is timed instead (``bf16_probe``);
-* with ``--compile``: ``ours_fp32_compiled`` (torch.compile; its warm-up is timed apart and
+* with ``--compile``: ``ours_fp32_compiled`` and ``ours_auto_channels_last_compiled`` (torch.compile; its warm-up is timed apart and
   is not in the per-step numbers; a cold warm-up takes minutes on a small CPU);
 * the machine's fp32 (and bf16) matmul peak (2048^3 GEMM), and the UNet's FLOPs per training
   image (2 x multiply-adds of every conv / transposed conv / linear layer in the forward pass,
@@ -176,6 +176,11 @@ def main() -> None:
         variants = {k: v for k, v in variants.items() if k not in skipped}
     if args.compile:
         variants["ours_fp32_compiled"] = {"precision": "fp32", "compile": True}
+        variants["ours_auto_channels_last_compiled"] = {
+            "precision": "auto",
+            "channels_last": True,
+            "compile": True,
+        }
     base_key = "baseline_dataloader_fp32"
     results = {}
     warmup_s: dict[str, float] = {}
