@@ -5,7 +5,12 @@ Measures, in one process and with the same threads (default 2):
 * ``baseline``: the textbook loop -- fp32, eager, ``DataLoader(TensorDataset(x, y), batch_size,
   shuffle=True)`` (per-sample indexing + collate), Adam, the same DDPM objective;
 * ``ours_*``: :func:`fundiff.training.train` (data as one tensor, batches indexed from a seeded
-  permutation) in fp32, bf16 autocast, and bf16 + channels_last;
+  permutation, foreach Adam) in fp32, bf16 autocast, bf16 + channels_last, and the default
+  config's ``precision: auto`` + channels_last (bf16 only where the CPU has native bf16);
+  on a CPU without native bf16 the bf16 variants are not run (they are ~8x slower than
+  fp32 there): one D = 16 bf16 step is timed instead (``bf16_probe``);
+* with ``--compile``: ``ours_fp32_compiled`` and ``ours_auto_channels_last_compiled`` (torch.compile; its warm-up is timed apart and
+  is not in the per-step numbers; a cold warm-up takes minutes on a small CPU);
 * the machine's fp32 (and bf16) matmul peak (2048^3 GEMM), and the UNet's FLOPs per training
   image (2 x multiply-adds of every conv / transposed conv / linear layer in the forward pass,
   x3 for forward + backward), giving the fraction of peak each loop reaches.
@@ -13,10 +18,12 @@ Measures, in one process and with the same threads (default 2):
 Every optimizer step is timed (the first step of each run is skipped); ``--rounds`` runs per
 variant are interleaved so load from other processes hits all variants alike. Reported: the
 median step (robust) and the fastest step (an idle-machine estimate), as images/s.
-Writes JSON to stdout and to ``bench/results/training.json``. About 1 minute on 2 idle cores
-(longer when the machine is busy).
+Writes JSON to stdout and to ``bench/results/training.json``. About 1-2 minutes on 2 idle
+cores (longer when the machine is busy; ``--compile`` adds its warm-up).
 
-Usage: ``python bench/bench_training.py [--threads 2] [--out bench/results/training.json]``
+Usage: ``python bench/bench_training.py [--threads 2] [--rounds 3] [--compile] [--out FILE]``
+(on a machine shared with other jobs use ``--threads 1``: 2-thread steps stall when the cores
+are oversubscribed).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fundiff.acceleration import native_bf16
 from fundiff.diffusion import DDPM
 from fundiff.evaluation import synthetic_digits
 from fundiff.runtime import set_threads
@@ -121,14 +129,11 @@ def baseline_loop(d: int, images: torch.Tensor, labels: torch.Tensor, seed: int 
     return [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # skip the first step
 
 
-def our_loop(
-    d: int, images: torch.Tensor, labels: torch.Tensor, precision: str, channels_last: bool
-) -> list[float]:
+def our_loop(d: int, images: torch.Tensor, labels: torch.Tensor, **settings) -> list[float]:
     """Per-step seconds of fundiff.training.train for one epoch (timestamps from ``on_step``;
-    the end-of-epoch checkpoint write is not inside a step)."""
-    cfg = TrainConfig(
-        epochs=1, batch_size=BATCH, lr=1e-3, precision=precision, channels_last=channels_last
-    )
+    the end-of-epoch checkpoint write is not inside a step). ``settings``: TrainConfig's
+    precision / channels_last / compile."""
+    cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=1e-3, **settings)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         train(
@@ -149,32 +154,50 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "training.json"))
     ap.add_argument("--steps", type=int, default=0, help="steps per run (0: 7 at D=16, 5 at D=32)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved runs per variant")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     args = ap.parse_args()
     set_threads(args.threads)
     t_all = time.perf_counter()
     load_start = os.getloadavg()
 
     peak32 = matmul_gflops(torch.float32)
-    peak16 = matmul_gflops(torch.bfloat16)
-    variants = {
-        "ours_fp32": ("fp32", False),
-        "ours_bf16": ("bf16", False),
-        "ours_bf16_channels_last": ("bf16", True),
+    native = native_bf16(torch.device("cpu"))
+    peak16 = matmul_gflops(torch.bfloat16) if native else float("nan")
+    variants: dict[str, dict] = {
+        "ours_fp32": {"precision": "fp32"},
+        "ours_bf16": {"precision": "bf16"},
+        "ours_bf16_channels_last": {"precision": "bf16", "channels_last": True},
+        "ours_auto_channels_last": {"precision": "auto", "channels_last": True},
     }
+    skipped = {}
+    if not native:
+        reason = "no native bf16 on this CPU (see bf16_probe)"
+        skipped = {k: reason for k, v in variants.items() if v["precision"] == "bf16"}
+        variants = {k: v for k, v in variants.items() if k not in skipped}
+    if args.compile:
+        variants["ours_fp32_compiled"] = {"precision": "fp32", "compile": True}
+        variants["ours_auto_channels_last_compiled"] = {
+            "precision": "auto",
+            "channels_last": True,
+            "compile": True,
+        }
     base_key = "baseline_dataloader_fp32"
     results = {}
+    warmup_s: dict[str, float] = {}
     for d in (16, 32):
         steps = args.steps or (7 if d == 16 else 5)
         images, labels = synthetic_digits(steps * BATCH, generator=torch.Generator().manual_seed(d))
         warm_imgs, warm_labels = images[: 2 * BATCH], labels[: 2 * BATCH]
         baseline_loop(d, warm_imgs, warm_labels)  # warm-up: oneDNN primitives, allocator
-        for prec, cl in variants.values():
-            our_loop(d, warm_imgs, warm_labels, prec, cl)
+        for name, settings in variants.items():
+            t = time.perf_counter()
+            our_loop(d, warm_imgs, warm_labels, **settings)
+            warmup_s[f"D{d}_{name}"] = round(time.perf_counter() - t, 1)
         runs: dict[str, list[float]] = {base_key: []} | {k: [] for k in variants}
         for _ in range(args.rounds):  # interleaved, so machine load hits every variant alike
             runs[base_key] += baseline_loop(d, images, labels)
-            for name, (prec, cl) in variants.items():
-                runs[name] += our_loop(d, images, labels, prec, cl)
+            for name, settings in variants.items():
+                runs[name] += our_loop(d, images, labels, **settings)
         median = {k: BATCH / statistics.median(v) for k, v in runs.items()}
         fastest = {k: BATCH / min(v) for k, v in runs.items()}
         macs = forward_macs_per_image(ClassConditionalUNet(1, 10, d))
@@ -198,26 +221,54 @@ def main() -> None:
                 k: round(v * train_flops / 1e9 / peak32, 4) for k, v in fastest.items()
             },
         }
+    probe = None
+    if not native:  # one bf16 step, to show what bf16 costs here
+        images, labels = synthetic_digits(2 * BATCH, generator=torch.Generator().manual_seed(16))
+        step = our_loop(16, images, labels, precision="bf16")[0]
+        probe = {
+            "D16_bf16_images_per_s": round(BATCH / step, 1),
+            "vs_ours_fp32_median": round(
+                BATCH / step / results["D16"]["images_per_s_median_step"]["ours_fp32"], 3
+            ),
+        }
     peak32 = max(peak32, matmul_gflops(torch.float32))  # re-measured: the machine may be shared
-    peak16 = max(peak16, matmul_gflops(torch.bfloat16))
+    if native:
+        peak16 = max(peak16, matmul_gflops(torch.bfloat16))
     for r in results.values():
         gf = r["achieved_gflops_fastest_step"]
         r["fraction_of_fp32_matmul_peak_fastest_step"] = {
             k: round(g / peak32, 4) for k, g in gf.items()
         }
-        r["fraction_of_own_precision_matmul_peak_fastest_step"] = {
-            k: round(g / (peak16 if "bf16" in k else peak32), 4) for k, g in gf.items()
-        }
+        if native:
+            r["fraction_of_own_precision_matmul_peak_fastest_step"] = {
+                k: round(g / (peak16 if "bf16" in k or "auto" in k else peak32), 4)
+                for k, g in gf.items()
+            }
     out = {
         "benchmark": "training throughput, ClassConditionalUNet + DDPM loss, batch 128",
         "threads": args.threads,
         "torch": torch.__version__,
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count()},
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native,
+        },
         "loadavg_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-        "matmul_peak_gflops": {"fp32_2048": round(peak32, 1), "bf16_2048": round(peak16, 1)},
+        "matmul_peak_gflops": {
+            "fp32_2048": round(peak32, 1),
+            "bf16_2048": round(peak16, 1) if native else None,
+        },
         "results": results,
+        "skipped_variants": skipped,
+        "bf16_probe": probe,
+        "warmup_seconds": warmup_s,
         "headline_speedup_best_ours_vs_baseline_median": {
             k: max(v["speedup_vs_baseline_median"].values()) for k, v in results.items()
+        },
+        "headline_speedup_default_config_vs_baseline_median": {
+            k: v["speedup_vs_baseline_median"]["ours_auto_channels_last"]
+            for k, v in results.items()
         },
         "seconds": round(time.perf_counter() - t_all, 1),
         "notes": "Per-step timings (the first step of each run is skipped), --rounds runs per "

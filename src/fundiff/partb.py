@@ -23,6 +23,7 @@ from fundiff.errors import FundiffError
 from fundiff.metrics import Judged
 from fundiff.runtime import seed_generator
 from fundiff.storage import copy_atomic
+from fundiff.train_config import precision_settings
 from fundiff.training import TrainConfig, TrainResult, load_model, train
 
 Spec = Mapping[str, Any]
@@ -59,7 +60,7 @@ def objective_spec(spec: Spec) -> dict[str, Any]:
     return {"objective": "FlowMatching", "kwargs": kwargs, "unet": unet}
 
 
-def train_config(spec: Spec, precision: Mapping[str, bool], seed: int, device: str) -> TrainConfig:
+def train_config(spec: Spec, precision: Mapping[str, Any], seed: int, device: str) -> TrainConfig:
     """TrainConfig of a run spec (constant lr with warm-up becomes ``warmup_constant``)."""
     schedule = spec["lr_schedule"]
     if schedule == "constant" and spec["warmup_steps"] > 0:
@@ -74,9 +75,8 @@ def train_config(spec: Spec, precision: Mapping[str, bool], seed: int, device: s
         ema_decay=spec["ema"],
         grad_clip=spec["grad_clip"],
         seed=seed,
-        precision="bf16" if precision["bf16"] else "fp32",
-        channels_last=precision["channels_last"],
         device=device,
+        **precision_settings(precision),
     )
 
 
@@ -85,7 +85,7 @@ def train_run(
     images: Tensor,
     labels: Tensor,
     *,
-    precision: Mapping[str, bool],
+    precision: Mapping[str, Any],
     seed: int,
     device: str,
     work_dir: str | Path,

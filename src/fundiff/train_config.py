@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,17 @@ import torch
 
 from fundiff.errors import FundiffError
 
-__all__ = ["LR_SCHEDULES", "PRECISIONS", "TrainConfig", "config_hash", "make_lr_scheduler"]
+__all__ = [
+    "LR_SCHEDULES",
+    "PRECISIONS",
+    "TrainConfig",
+    "config_hash",
+    "make_lr_scheduler",
+    "precision_settings",
+]
 
 LR_SCHEDULES = ("exponential", "constant", "warmup_constant", "warmup_cosine")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 # TrainConfig fields that do not change the math of a run (excluded from the config hash)
 _HASH_EXCLUDED = ("log_every", "keep_checkpoints")
 
@@ -53,8 +61,15 @@ class TrainConfig:
             the trained model's BatchNorm statistics.
         grad_clip: clip the global gradient norm to this value, None = off.
         seed: seeds the weight initialisation and the training generator.
-        precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA).
+        precision: "fp32"; "bf16" = bf16 autocast (CPU or CUDA); "auto" = bf16 where the
+            device computes it natively (CUDA with bf16, a CPU with oneDNN bf16 kernels), else
+            fp32 (:func:`fundiff.acceleration.resolve_precision`; the run records and hashes
+            the resolved value).
         channels_last: model and batches in channels_last memory format.
+        compile: train the UNet through ``torch.compile`` (inductor). Meant for GPUs; allowed
+            on CPU (logged: minutes of warm-up per batch shape for ~1.3x). Weights and
+            checkpoints are those of the plain module (they load without compile). Compiled
+            kernels round differently from eager ones, so it is part of the config hash.
         device: "cpu", "cuda", "cuda:1" or "auto".
         log_every: write a losses.csv row every this many steps (not part of the hash).
         keep_checkpoints: how many of the newest epoch checkpoints to keep (not in the hash).
@@ -74,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False
     device: str = "cpu"
     log_every: int = 1
     keep_checkpoints: int = 2
@@ -109,9 +125,28 @@ class TrainConfig:
             )
 
 
+def precision_settings(precision: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig keyword arguments of the workflow's ``partB.precision`` block.
+
+    ``{bf16: true | false | "auto", channels_last: bool, compile: bool (optional, default
+    false)}`` -> ``{"precision": "bf16" | "fp32" | "auto", "channels_last", "compile"}``.
+    """
+    bf16 = precision["bf16"]
+    modes = {True: "bf16", False: "fp32", "auto": "auto"}
+    if not isinstance(bf16, bool | str) or bf16 not in modes:
+        raise FundiffError(f"partB.precision.bf16 must be true, false or auto, got {bf16!r}")
+    return {
+        "precision": modes[bf16],
+        "channels_last": bool(precision["channels_last"]),
+        "compile": bool(precision.get("compile", False)),
+    }
+
+
 def config_hash(spec: dict[str, Any], cfg: TrainConfig, data_fingerprint: str = "") -> str:
     """16-hex hash of (objective spec, math-relevant config, data) identifying a run."""
     c = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _HASH_EXCLUDED}
+    if not c["compile"]:
+        del c["compile"]  # runs from before the key existed keep their hash (and checkpoints)
     blob = json.dumps({"spec": spec, "cfg": c, "data": data_fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
