@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from fundiff.errors import FundiffError
 from fundiff.evaluation import judged_name, predict, quantize, save_judged
+from fundiff.filters import gaussian_blur, gaussian_kernel_for
 from fundiff.frechet import classifier_features, frechet_distance, frechet_to_real
-from fundiff.views import gaussian_blur, gaussian_kernel_for
 
 __all__ = [
     "Judged",
@@ -344,7 +344,7 @@ def anagram(
 
 def far_view(images: Tensor, sigma: float, kernel_size: int | None = None) -> Tensor:
     """A hybrid seen from far away: Gaussian blur at the hybrid's ``sigma`` (px); kernel
-    from :func:`fundiff.views.gaussian_kernel_for` (covers +-3 sigma) unless given."""
+    from :func:`fundiff.filters.gaussian_kernel_for` (covers +-3 sigma) unless given."""
     k = kernel_size or gaussian_kernel_for(images.shape[-1], sigma=sigma)[0]
     return gaussian_blur(images.float(), k, sigma)
 
