@@ -138,6 +138,32 @@ def parta_variants(task):
     return variants
 
 
+def judged_outputs(task, folder):
+    """Outputs of a judged task's job: its judged image sets (a folder of .npz, empty where
+    nothing is judged, e.g. DeepFloyd) and, for SDEdit, the curve per noise level (report).
+    """
+    spec = parta_registry.get(task)
+    out = {"judged": directory(f"{PA}/{folder}/{{item}}_judged")} if spec.judge else {}
+    if spec.curve:
+        out["curve"] = report(
+            f"{PA}/{folder}/{{item}}.curve.png",
+            caption=f"{workflow.basedir}/report/captions/sdedit_curve.rst",
+            category="Evaluation",
+            subcategory=folder,
+            labels={"backend": "{backend}", "item": "{item}", "figure": "curve"},
+        )
+    return out
+
+
+def parta_curves():
+    """Every SDEdit curve figure (judged keep-source rate and distance per noise level)."""
+    curved = [k for k, t in parta_registry.TASKS.items() if t.curve]
+    return [
+        p.removesuffix(".png") + ".curve.png"
+        for p in parta_outputs("png", tasks=curved)
+    ]
+
+
 def upsampled_path(folder, name):
     """Where a job saves one of its results at 256 px (``{backend}``/``{item}`` wildcards)."""
     return f"{PA}/{folder}/{{item}}-256px-{name}.png"
@@ -239,7 +265,7 @@ def model_inputs(task, wildcards):
 
 
 def judge_inputs(wildcards):
-    """The reference classifier, for judging digit anagrams/hybrids on the local backend."""
+    """The reference classifier, for judging the digit tricks on the local backend."""
     if wildcards.backend == "local" and enabled_runs():
         return {"judge": f"{PB}/classifier/model.safetensors"}
     return {}
@@ -256,7 +282,12 @@ def prompt_text(wildcards):
 
 def all_figures():
     """Every figure of this configuration (the writeup fails if one is missing)."""
-    return parta_outputs("png") + parta_upsampled_figures() + partb_figures()
+    return (
+        parta_outputs("png")
+        + parta_curves()
+        + parta_upsampled_figures()
+        + partb_figures()
+    )
 
 
 def all_numbers():

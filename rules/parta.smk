@@ -13,6 +13,7 @@ for task, folder in PARTA_TASKS.items():
                 unpack(parta_inputs(task)),
             output:
                 **upsampled_outputs(folder, results),
+                **judged_outputs(task, folder),
                 png=report(
                     f"{PA}/{folder}/{{item}}.png",
                     caption=f"../report/captions/{folder}.rst",

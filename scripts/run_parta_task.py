@@ -52,9 +52,20 @@ job = parta.Job(
     schedule=schedule,
     upsampler=upsampler,
     judge=judge,
+    digit=(snakemake.params.image or {}).get("digit"),
 )
 native = dict(zip(results, getattr(snakemake.output, "up", []), strict=True))
-numbers = parta.run_task(task, job, image, mask, snakemake.output.png, native=native)
+numbers = parta.run_task(
+    task,
+    job,
+    image,
+    mask,
+    snakemake.output.png,
+    native=native,
+    item=snakemake.wildcards.item,
+    judged_dir=getattr(snakemake.output, "judged", None),
+    curve_png=getattr(snakemake.output, "curve", None),
+)
 with open(snakemake.output.json, "w") as f:
     json.dump(numbers, f, indent=2)
 print(json.dumps(numbers), file=sys.stderr)

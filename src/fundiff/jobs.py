@@ -78,6 +78,7 @@ class Job:
         upsampler: Upsampler | None = None,
         views_upsampler: ViewsUpsampler | None = None,
         judge: Any = None,
+        digit: int | None = None,
     ) -> None:
         self.denoiser = denoiser
         self.schedule = schedule if schedule is not None else denoiser.schedule
@@ -86,6 +87,10 @@ class Job:
         self.upsampler = upsampler
         self.views_upsampler = views_upsampler
         self.judge = judge
+        #: the input image's digit (inputs manifest ``digit``), what judged edits should keep
+        self.digit = digit
+        #: the judged image sets of the job (a :class:`fundiff.metrics.Judged`), saved as .npz
+        self.judged: Any = None
         device = getattr(denoiser, "device", "cpu") if denoiser is not None else "cpu"
         self.device = torch.device(device)
         self.generator = seed_generator(backend["seed"], self.device)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fundiff import parta_metrics as pm
 from fundiff import samplers, tasks
 from fundiff.errors import FundiffError
 from fundiff.figures import Grid, save_image
@@ -211,17 +212,29 @@ def cfg(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     return _samples(job, prompt, g, f"CFG samples of {_label(prompt)}, scale {g}")
 
 
-def _levels(job: Job, image: Tensor, prompt: str, title: str) -> Result:
+def _levels(job: Job, image: Tensor, prompt: str, title: str, judged: str) -> Result:
+    """SDEdit-like results at each ``i_starts`` level: ``count(job, 1)`` per level in one
+    batch (the figure shows the first), judged as ``judged`` (``"sdedit"``/``"translation"``)."""
     levels = job.settings["i_starts"]
-    results = samplers.sdedit(job.denoiser, image, levels, prompt, **job.loop())
-    job.keep([f"i_start_{i}" for i in levels], torch.cat(results), prompt)
+    n = pm.count(job, 1)
+    results = samplers.sdedit(
+        job.denoiser, image.expand(n, -1, -1, -1), levels, prompt, **job.loop()
+    )
+    job.keep([f"i_start_{i}" for i in levels], pm.first(results), prompt)
     row = [r[0].float().cpu() for r in results] + [image[0].cpu()]
     cols = [f"i_start {i} (t {job.timesteps[i]})" for i in levels] + ["original"]
     grid = Grid([row], col_labels=cols, title=title)
+    if judged == "translation":
+        verdict = pm.translation(job, results, image, levels, prompt)
+    else:
+        verdict = pm.sdedit(job, results, image, levels)
     return grid, {
         "prompt": prompt,
         "i_starts": list(levels),
         "t_starts": [job.timesteps[i] for i in levels],
+        "levels": pm.levels(job, levels),
+        "mse_to_source": pm.distances(job, results, image),
+        "judged": verdict,
     }
 
 
@@ -229,7 +242,11 @@ def sdedit(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.7 / A1.7.1: SDEdit at several noise levels."""
     prompt = job.prompt()
     return _levels(
-        job, image, prompt, f"SDEdit towards {_label(prompt)}, CFG {job.backend['guidance']}"
+        job,
+        image,
+        prompt,
+        f"SDEdit towards {_label(prompt)}, CFG {job.backend['guidance']}",
+        "sdedit",
     )
 
 
@@ -237,24 +254,24 @@ def translate(job: Job, image: Tensor, mask: Tensor | None) -> Result:
     """A1.7.3 and the logo extra: text-conditional image-to-image."""
     item = job.settings.get("item") or {}
     prompt = item.get("prompt") or job.settings["prompt"]
-    return _levels(job, image, prompt, f"Text-conditional translation to {_label(prompt)}")
+    title = f"Text-conditional translation to {_label(prompt)}"
+    return _levels(job, image, prompt, title, "translation")
 
 
 def inpaint(job: Job, image: Tensor, mask: Tensor) -> Result:
     """A1.7.2: original / mask / hole / results (one per seed)."""
     prompt, s = job.prompt(), job.settings
     lo, _ = job.value_range
-    results = [
-        samplers.inpaint(
-            job.denoiser,
-            image,
-            mask,
-            prompt,
-            **job.loop(),
-            repaint_jumps=s["repaint_jumps"],
-        )
-        for _ in range(s["n"])
-    ]
+    n = pm.count(job, s["n"])
+    batch = samplers.inpaint(
+        job.denoiser,
+        image.expand(n, -1, -1, -1),
+        mask,
+        prompt,
+        **job.loop(),
+        repaint_jumps=s["repaint_jumps"],
+    )
+    results = [batch[k : k + 1] for k in range(s["n"])]  # the figure's
     job.keep([f"result_{k + 1}" for k in range(len(results))], torch.cat(results), prompt)
     m = mask[0].cpu()
     mask_img = m.expand(image.shape[1], -1, -1) * (job.value_range[1] - lo) + lo
@@ -268,18 +285,8 @@ def inpaint(job: Job, image: Tensor, mask: Tensor) -> Result:
         "n": len(results),
         "repaint_jumps": s["repaint_jumps"],
         "max_change_outside_mask": outside,
+        "judged": pm.inpainting(job, batch, image, mask),
     }
-
-
-def _judged(job: Job, x: Tensor, digit_prompt: str) -> Tensor | None:
-    """Per-image correctness of a digit judge on (N, 1, 28, 28) in [0, 1] (None: no judge)."""
-    if job.judge is None:
-        return None
-    from fundiff.backends import parse_digit_prompt
-    from fundiff.evaluation import predict
-
-    digit = parse_digit_prompt(digit_prompt)
-    return predict(job.judge, x.float().clamp(0, 1).cpu()) == digit
 
 
 def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
@@ -287,7 +294,9 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     item, n = job.settings["item"], job.settings["n"]
     p1, p2 = item["prompts"]
     view = get_view(item["view"])
-    x = samplers.visual_anagram(job.denoiser, [p1, p2], ["identity", view], n, **job.loop())
+    views = ["identity", view]
+    batch = samplers.visual_anagram(job.denoiser, [p1, p2], views, pm.count(job, n), **job.loop())
+    x = batch[:n]  # the figure's
     seeds = [f"seed_{k + 1}" for k in range(n)]
     job.keep(seeds, x, p1, Views((p1, p2), ("identity", item["view"])))
     seen = view.view(x)
@@ -298,16 +307,7 @@ def anagrams(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
         title=f"Visual anagram ({item['view']})",
     )
     numbers: dict[str, Any] = {"prompts": [p1, p2], "view": item["view"], "n": n}
-    ok1, ok2 = _judged(job, x, p1), _judged(job, seen, p2)
-    if ok1 is not None and ok2 is not None:
-        plain = samplers.sample(job.denoiser, p1, n, **job.loop())
-        base = _judged(job, view.view(plain), p2)
-        numbers.update(
-            success=float((ok1 & ok2).float().mean()),
-            upright_correct=float(ok1.float().mean()),
-            view_correct=float(ok2.float().mean()),
-            baseline_plain_samples=float(base.float().mean()),
-        )
+    numbers["judged"] = pm.anagram(job, batch, view, (p1, p2))
     return grid, numbers
 
 
@@ -315,14 +315,15 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A1.9: hybrid images, several seeds; full size beside the far-away (low-pass) look."""
     item, n = job.settings["item"], job.settings["n"]
     low, high = item["low"], item["high"]
-    x = samplers.hybrid(
+    batch = samplers.hybrid(
         job.denoiser,
         [low, high],
-        n,
+        pm.count(job, n),
         **job.loop(),
         sigma=item["sigma"],
         kernel_size=item["kernel"],
     )
+    x = batch[:n]  # the figure's
     lp = hybrid_filters(job.denoiser.resolution, sigma=item["sigma"], kernel_size=item["kernel"])[0]
     seeds = [f"seed_{k + 1}" for k in range(n)]
     job.keep(seeds, x, low, Views((low, high), ("lowpass", "highpass"), (lp.sigma, lp.kernel_size)))
@@ -335,14 +336,7 @@ def hybrids(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
         title=f"Hybrid: {_label(low)} far, {_label(high)} near",
     )
     numbers: dict[str, Any] = dict(low=low, high=high, sigma=lp.sigma, kernel=lp.kernel_size, n=n)
-    ok_far, ok_near = _judged(job, far, low), _judged(job, x, high)
-    if ok_far is not None and ok_near is not None:
-        numbers.update(
-            success=float((ok_far & ok_near).float().mean()),
-            far_correct=float(ok_far.float().mean()),
-            near_correct=float(ok_near.float().mean()),
-            note="digits at 28 px barely separate by frequency: a digit's identity lives at the 2-3 px stroke scale",
-        )
+    numbers["judged"] = pm.hybrid(job, batch, low, high, lp.sigma, lp.kernel_size)
     return grid, numbers
 
 
@@ -359,9 +353,17 @@ def run_task(
     mask: Tensor | None,
     out_png: str | Path,
     native: Mapping[str, str | Path] | None = None,
+    *,
+    item: str = "item",
+    judged_dir: str | Path | None = None,
+    curve_png: str | Path | None = None,
 ) -> dict:
     """Run one Part A deliverable and save its figure, plus each single result named in
     ``native`` (name -> PNG path) at its native size; returns the numbers (JSON for the caller).
+
+    ``judged_dir``: folder (made, may stay empty) for the judged image sets as
+    ``{task}__{item}__{view}.npz``; ``curve_png``: the SDEdit curve (judged rates and distance
+    to the source per noise level; only the distance where nothing was judged).
     """
     run = recipe(task)
     if image is not None:
@@ -375,4 +377,22 @@ def run_task(
         if name not in job.native:
             raise FundiffError(f"task {task}: no result {name!r} (made: {sorted(job.native)})")
         save_image(job.native[name], path, value_range=job.value_range)
+    if judged_dir is not None:
+        Path(judged_dir).mkdir(parents=True, exist_ok=True)
+        if job.judged is not None:
+            job.judged.save(judged_dir, task, item)
+    if curve_png is not None:
+        _plot_curve(numbers, curve_png, f"{tasks.get(task).title}: {item}")
     return {"task": task, "seed": job.backend["seed"], **numbers}
+
+
+def _plot_curve(numbers: Mapping[str, Any], path: str | Path, title: str) -> None:
+    """The SDEdit curve of a level task's numbers (judged rates where judged)."""
+    from fundiff.metrics import plot_sdedit_curve
+
+    judged = numbers.get("judged") or {}
+    curve = {"levels": numbers["levels"], "mse_to_source": numbers["mse_to_source"]}
+    for key in ("keep_source", "reach_target"):
+        if key in judged:
+            curve[key] = judged[key]
+    plot_sdedit_curve(curve, path, title=title)

@@ -68,7 +68,11 @@ class Task:
             name is an input name) or ``"item.image"`` (the item's ``image`` entry).
         mask: also reads the image's mask (inpainting).
         model: runs the denoiser (False: only the noise schedule).
-        judge: its local-backend results are judged by the Part B digit classifier.
+        judge: its local-backend results are judged by the Part B digit classifier (JSON key
+            ``judged``, image sets as ``.npz`` in the job's folder ``<item>_judged/``; n/a on
+            DeepFloyd); ``judge_samples`` in its settings says how many.
+        curve: its jobs also plot the SDEdit curve ``<item>_curve.png`` (per noise level).
+        measures: what its judged numbers mean (the writeup's Evaluation section).
         uses: backend settings its recipe reads (beyond seed and device).
         metrics: keys of its JSON that the writeup tabulates (empty: JSON not tabulated).
         upsample: how its results go through DeepFloyd stage II (256 px) when its config sets
@@ -92,6 +96,8 @@ class Task:
     metrics: tuple[str, ...] = ()
     upsample: str | None = None
     results: Callable[[Mapping[str, Any]], list[str]] | None = None
+    curve: bool = False
+    measures: str = ""
 
     @property
     def numbers(self) -> bool:
@@ -119,6 +125,27 @@ def _numbered(prefix: str) -> Callable[[Mapping[str, Any]], list[str]]:
 
 
 _SAMPLE = ("guidance", *LOOP)
+
+_SDEDIT = (
+    "per noise level t/T: the fraction of edits the reference classifier still reads as the "
+    "source digit (keep source) and their mean squared distance to the source ([0, 1] scale)"
+)
+_INPAINT = (
+    "fraction of inpainted digits read as the source digit (baseline: the hole image alone) "
+    "and the mean squared change outside the mask (should be about 0)"
+)
+_TRANSLATE = (
+    "fraction of edits at the noisiest level read as the target digit (baseline: plain "
+    "samples of the target prompt)"
+)
+_ANAGRAM = (
+    "fraction read as digit a upright AND as digit b through the view (baseline: plain "
+    "samples of a seen through the view and read as b)"
+)
+_HYBRID = (
+    "fraction read as the low digit from far (blurred at sigma) AND as the high digit up "
+    "close (baseline: plain samples of the high digit, same two readings)"
+)
 _EDIT = ("base_prompt", *_SAMPLE)
 
 #: every Part A task, in course order (the writeup's section order)
@@ -145,24 +172,26 @@ TASKS: dict[str, Task] = {
         Task("cfg", "a1_6_cfg", "1.6 Classifier-free guidance (CFG)", "cfg", "samples",
              uses=_EDIT, upsample="plain", results=_numbered("sample")),
         Task("sdedit", "a1_7_sdedit", "1.7 Image-to-image translation (SDEdit)", "sdedit",
-             "images", image="item", uses=_EDIT, upsample="plain", results=_per_level),
+             "images", image="item", uses=_EDIT, upsample="plain", results=_per_level,
+             judge=True, metrics=("judged",), curve=True, measures=_SDEDIT),
         Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
              "sdedit", "images", image="item", uses=_EDIT, upsample="plain",
-             results=_per_level),
+             results=_per_level, judge=True, metrics=("judged",), curve=True, measures=_SDEDIT),
         Task("inpaint", "a1_7_2_inpaint", "1.7.2 Inpainting", "inpaint", "images",
              image="item", mask=True, uses=_EDIT, upsample="plain",
-             results=_numbered("result")),
+             results=_numbered("result"), judge=True, metrics=("judged",), measures=_INPAINT),
         Task("translate", "a1_7_3_translate", "1.7.3 Text-conditional image-to-image translation",
              "translate", "map:items", image="item.image", uses=_SAMPLE,
-             upsample="plain", results=_per_level),
+             upsample="plain", results=_per_level, judge=True, metrics=("judged",), measures=_TRANSLATE),
         Task("anagrams", "a1_8_anagrams", "1.8 Visual anagrams", "anagrams", "map:illusions",
              judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
-             metrics=("success", "upright_correct", "view_correct", "baseline_plain_samples")),
+             metrics=("judged",), measures=_ANAGRAM),
         Task("hybrids", "a1_9_hybrids", "1.9 Hybrid images", "hybrids", "map:pairs",
              judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
-             metrics=("success", "far_correct", "near_correct")),
+             metrics=("judged",), measures=_HYBRID),
         Task("logo", "a_logo", "Bells & whistles: course logo", "translate", "image",
-             image="item", uses=_SAMPLE, upsample="plain", results=_per_level),
+             image="item", uses=_SAMPLE, upsample="plain", results=_per_level,
+             judge=True, metrics=("judged",), measures=_TRANSLATE),
     )
 }  # fmt: skip
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from fundiff.errors import FundiffError
+from fundiff.writeup.evaluation import evaluation_section
 from fundiff.writeup.layout import (
     BACKEND_SHORT,
     RUN_SHORT,
@@ -141,8 +142,10 @@ def _add_figures(
     fig_paths: Sequence[Path],
     sizes: Mapping[Path, tuple[int, int]],
     evals: Mapping[str, Mapping[int, Mapping[str, Any]]],
-) -> None:
-    """Put figures into sections in display order, with captions (judged accuracy quoted)."""
+) -> list[FigureEntry]:
+    """Put figures into sections in display order, with captions (judged accuracy quoted);
+    returns the SDEdit curves (``<item>.curve.png``), which go to the Evaluation section."""
+    curves: list[FigureEntry] = []
     for p in sorted(fig_paths, key=lambda q: figure_sort_key(parse_result_path(q))):
         k = parse_result_path(p)
         width, height = sizes[p]
@@ -155,7 +158,10 @@ def _add_figures(
             caption, kind = caption_a(k), k.task
         else:
             caption, kind = f"{pretty(k.name)}.", "other"
-        layout.section_for(k).figures.append(
+        curve = k.part == "A" and k.name.endswith(".curve")
+        if curve:
+            caption = f"SDEdit curve: {caption_a(k)[:-1].replace('.curve', '')}, per noise level."
+        (curves if curve else layout.section_for(k).figures).append(
             FigureEntry(
                 source=p.as_posix(),
                 href="figures/" + k.rel,
@@ -168,6 +174,7 @@ def _add_figures(
                 label=pretty(k.name),
             )
         )
+    return curves
 
 
 def collect(
@@ -193,7 +200,12 @@ def collect(
     backends = {k.group for k in map(parse_result_path, fig_paths + num_paths) if k.part == "A"}
     layout = Layout(backends)
     evals = _add_numbers(layout, num_paths, parsed)
-    _add_figures(layout, fig_paths, sizes, evals)
+    curves = _add_figures(layout, fig_paths, sizes, evals)
+    sections = layout.sections()
+    evaluation = evaluation_section(parsed, curves)
+    if not evaluation.is_empty():
+        after_a = 1 if sections and sections[0] is layout.part_a else 0
+        sections.insert(after_a, evaluation)
 
     config = dict(config or {})
     config_yaml = (
@@ -208,7 +220,7 @@ def collect(
     jobs = read_benchmarks(benchmarks, benchmark_root) if benchmarks else []
     return WriteupDoc(
         title=title,
-        sections=layout.sections(),
+        sections=sections,
         config_yaml=config_yaml,
         seeds=seeds,
         runtimes=runtime_tables(jobs),
