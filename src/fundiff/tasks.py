@@ -43,9 +43,9 @@ SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {"local": ("schedule",), "deepfloyd"
 UPSAMPLE_KEYS: tuple[str, ...] = ("stage2", "upsample", "upsample_steps")
 #: the backend whose stage II upsamples results to 256 px
 UPSAMPLER = "deepfloyd"
-#: whether a views-aware stage II exists (anagrams/hybrids at 256 px): the hook for it is
-#: ``fundiff.jobs.Job.views_upsampler``; set True once scripts/run_parta_task.py builds one
-VIEWS_STAGE2 = False
+#: whether a views-aware stage II exists (anagrams/hybrids at 256 px): it does,
+#: ``fundiff.backends.DeepFloydStage2.views`` as ``fundiff.jobs.Job.views_upsampler``
+VIEWS_STAGE2 = True
 #: what every sampling loop reads: strided timesteps and the step's noise variance
 LOOP = ("timesteps", "variance")
 
@@ -265,8 +265,8 @@ def upsampled(config: Config, backend: str, key: str) -> bool:
     """Whether the jobs of task ``key`` on ``backend`` also save each result at 256 px.
 
     On when the task's ``upsample`` is true (for A0 also the older backend-level
-    ``partA.deepfloyd.upsample``). Only DeepFloyd has a stage II; anagrams and hybrids need the
-    views-aware stage II, not available yet: asking for either is one error naming the key.
+    ``partA.deepfloyd.upsample``). Only DeepFloyd has a stage II (elsewhere: one error naming
+    the key); anagrams and hybrids go through it with their views (``VIEWS_STAGE2``).
     """
     task, bcfg = get(key), config["partA"][backend]
     tcfg = bcfg["tasks"][key]
