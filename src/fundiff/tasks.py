@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fundiff.config import slug
 from fundiff.errors import FundiffError
+from fundiff.prompts import slug
 
 CAPTIONS = Path(__file__).resolve().parents[2] / "report" / "captions"
 
@@ -71,6 +71,8 @@ class Task:
         judge: its local-backend results are judged by the Part B digit classifier.
         uses: backend settings its recipe reads (beyond seed and device).
         metrics: keys of its JSON that the writeup tabulates (empty: JSON not tabulated).
+        prompts: fields of its settings that hold prompts (of each item for ``map:`` jobs; a
+            list field holds several; null means the backend's base prompt).
         upsample: how its results go through DeepFloyd stage II (256 px) when its config sets
             ``upsample: true``: ``"plain"`` (stage II with the task's prompt), ``"views"``
             (stage II with the same views/factorization: anagrams, hybrids) or None (never).
@@ -90,6 +92,7 @@ class Task:
     judge: bool = False
     uses: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
     upsample: str | None = None
     results: Callable[[Mapping[str, Any]], list[str]] | None = None
 
@@ -126,8 +129,8 @@ TASKS: dict[str, Task] = {
     t.key: t
     for t in (
         Task("text_to_image", "a0_text_to_image", "0. Setup: sampling from text prompts",
-             "text_to_image", "prompts", uses=("guidance", "variance"), upsample="plain",
-             results=_per_step_count),
+             "text_to_image", "prompts", uses=("guidance", "variance"), prompts=("prompts",),
+             upsample="plain", results=_per_step_count),
         Task("forward", "a1_1_forward", "1.1 Implementing the forward process",
              "forward", "test_image", image="test_image", model=False),
         Task("blur", "a1_2_blur", "1.2 Classical denoising", "blur", "test_image",
@@ -143,26 +146,29 @@ TASKS: dict[str, Task] = {
              "samples", uses=("base_prompt", *LOOP), upsample="plain",
              results=_numbered("sample")),
         Task("cfg", "a1_6_cfg", "1.6 Classifier-free guidance (CFG)", "cfg", "samples",
-             uses=_EDIT, upsample="plain", results=_numbered("sample")),
+             uses=_EDIT, prompts=("prompt",), upsample="plain", results=_numbered("sample")),
         Task("sdedit", "a1_7_sdedit", "1.7 Image-to-image translation (SDEdit)", "sdedit",
-             "images", image="item", uses=_EDIT, upsample="plain", results=_per_level),
-        Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
-             "sdedit", "images", image="item", uses=_EDIT, upsample="plain",
+             "images", image="item", uses=_EDIT, prompts=("prompt",), upsample="plain",
              results=_per_level),
+        Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
+             "sdedit", "images", image="item", uses=_EDIT, prompts=("prompt",),
+             upsample="plain", results=_per_level),
         Task("inpaint", "a1_7_2_inpaint", "1.7.2 Inpainting", "inpaint", "images",
-             image="item", mask=True, uses=_EDIT, upsample="plain",
+             image="item", mask=True, uses=_EDIT, prompts=("prompt",), upsample="plain",
              results=_numbered("result")),
         Task("translate", "a1_7_3_translate", "1.7.3 Text-conditional image-to-image translation",
-             "translate", "map:items", image="item.image", uses=_SAMPLE,
+             "translate", "map:items", image="item.image", uses=_SAMPLE, prompts=("prompt",),
              upsample="plain", results=_per_level),
         Task("anagrams", "a1_8_anagrams", "1.8 Visual anagrams", "anagrams", "map:illusions",
-             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
+             judge=True, uses=_SAMPLE, prompts=("prompts",), upsample="views",
+             results=_numbered("seed"),
              metrics=("success", "upright_correct", "view_correct", "baseline_plain_samples")),
         Task("hybrids", "a1_9_hybrids", "1.9 Hybrid images", "hybrids", "map:pairs",
-             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
-             metrics=("success", "far_correct", "near_correct")),
+             judge=True, uses=_SAMPLE, prompts=("low", "high"), upsample="views",
+             results=_numbered("seed"), metrics=("success", "far_correct", "near_correct")),
         Task("logo", "a_logo", "Bells & whistles: course logo", "translate", "image",
-             image="item", uses=_SAMPLE, upsample="plain", results=_per_level),
+             image="item", uses=_SAMPLE, prompts=("prompt",), upsample="plain",
+             results=_per_level),
     )
 }  # fmt: skip
 
@@ -236,6 +242,67 @@ def image_name(bcfg: Config, key: str, item: str) -> str | None:
     if task.image == "item.image":
         return bcfg["tasks"][key][_map_field(task)][item]["image"]
     return item
+
+
+def image_refs(bcfg: Config, key: str) -> list[tuple[str, str | None]]:
+    """(config key under ``partA.<backend>``, input name) of the image each job of the task
+    reads ([] when the task is off or reads none), e.g. ``("tasks.sdedit.images[1]", "house")``.
+    """
+    task = get(key)
+    if task.image is None:
+        return []
+    refs = []
+    for i, item in enumerate(items(bcfg, key)):
+        if task.image == "test_image":
+            where = "test_image"
+        elif task.image == "item.image":
+            where = f"tasks.{key}.{_map_field(task)}.{item}.image"
+        elif task.each == "images":
+            where = f"tasks.{key}.images[{i}]"
+        else:
+            where = f"tasks.{key}.{task.each}"
+        refs.append((where, image_name(bcfg, key, item)))
+    return refs
+
+
+def prompt_refs(bcfg: Config, key: str, item: str | None = None) -> list[tuple[str, str | None]]:
+    """(config key under ``partA.<backend>``, prompt) of the prompts in the task's settings,
+    whether it is enabled or not; only job ``item``'s when given. None: the base prompt."""
+    task, tcfg = get(key), bcfg["tasks"][key]
+    field = _map_field(task)
+    if field is None:
+        scopes = [(f"tasks.{key}", tcfg)]
+    else:
+        names = list(tcfg[field]) if item is None else [item]
+        scopes = [(f"tasks.{key}.{field}.{name}", tcfg[field][name]) for name in names]
+    refs: list[tuple[str, str | None]] = []
+    for at, entry in scopes:
+        for name in task.prompts:
+            value = entry[name]
+            if isinstance(value, list):
+                refs += [(f"{at}.{name}[{j}]", p) for j, p in enumerate(value)]
+            else:
+                refs.append((f"{at}.{name}", value))
+    if item is not None and task.each == "prompts":
+        refs = [(where, p) for where, p in refs if slug(p) == item]
+    return refs
+
+
+def task_prompts(bcfg: Config, key: str, item: str | None) -> list[str]:
+    """The prompts one Part A job conditions on: '' (CFG), the base prompt, and its own."""
+    base = bcfg["base_prompt"]
+    own = [base if p is None else p for _, p in prompt_refs(bcfg, key, item)]
+    return sorted({"", base, *own})
+
+
+def all_prompts(bcfg: Config) -> list[str]:
+    """Every prompt the enabled tasks of a backend condition on (sorted, with '')."""
+    prompts = {"", bcfg["base_prompt"]}
+    for key in TASKS:
+        if bcfg["tasks"][key]["enabled"]:
+            for item in items(bcfg, key) or [None]:
+                prompts |= set(task_prompts(bcfg, key, item))
+    return sorted(prompts)
 
 
 def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
