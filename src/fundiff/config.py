@@ -304,10 +304,11 @@ def _check_runs(runs: Mapping[str, Any]) -> None:
 
 
 def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
-    """Every prompt of the local backend must name a digit (or be '' = unconditional)."""
+    """Every prompt a job of the local backend uses must name a digit ('' = unconditional);
+    prompts of disabled tasks (e.g. the schema's default text prompts) are not used."""
     prompts = [("base_prompt", bcfg["base_prompt"])]
     for key in registry.TASKS:
-        if key != "logo" or bcfg["tasks"][key]["enabled"]:  # logo's default is no digit
+        if bcfg["tasks"][key]["enabled"]:
             prompts += registry.prompt_refs(bcfg, key)
     for key, prompt in prompts:
         if prompt is None:  # the base prompt
