@@ -40,19 +40,18 @@ if "judge" in files:
     from fundiff.evaluation import load_classifier
 
     judge = load_classifier(files["judge"])
-upsampler = None
 results = getattr(snakemake.params, "results", [])  # 256 px results (registry order)
-if results:  # only where fundiff.tasks.upsampled: DeepFloyd's stage II
-    upsampler = backends.deepfloyd_upsampler(settings, denoiser)
+# stage II only where fundiff.tasks.upsampled (DeepFloyd): plain and views-aware
+stage2 = backends.upsamplers(backend, settings, denoiser) if results else {}
 
 job = parta.Job(
     denoiser,
     settings,
     snakemake.params.settings,
     schedule=schedule,
-    upsampler=upsampler,
     judge=judge,
     digit=(snakemake.params.image or {}).get("digit"),
+    **stage2,
 )
 native = dict(zip(results, getattr(snakemake.output, "up", []), strict=True))
 numbers = parta.run_task(

@@ -210,6 +210,22 @@ def test_validated_config_is_in_canonical_key_order() -> None:
     assert list(a) == sorted(a) and list(a["partB"]["runs"]) == sorted(a["partB"]["runs"])
 
 
+def test_local_prompts_are_digits_where_a_job_uses_them() -> None:
+    """An enabled task's prompt must name a digit; a disabled task's prompts are not used."""
+    from fundiff.config import all_prompts
+
+    cfg = default()
+    tasks = cfg["partA"]["local"]["tasks"]
+    tasks["cfg"]["prompt"] = "a banana"
+    with pytest.raises(FundiffError, match=r"^config key partA.local.tasks.cfg.prompt: unknown"):
+        validate_config(copy.deepcopy(cfg))
+    tasks["cfg"]["enabled"] = False
+    tasks["text_to_image"] = {"enabled": False}  # the schema's default prompts are text
+    local = validate_config(cfg)["partA"]["local"]
+    assert "a man wearing a hat" in local["tasks"]["text_to_image"]["prompts"]
+    assert "a banana" not in all_prompts(local)
+
+
 def test_config_and_prompts_are_torch_free() -> None:
     """Parse-time modules import without torch (and config no longer imports backends)."""
     code = (

@@ -124,8 +124,11 @@ def test_loss_curve(tmp_path: Path) -> None:
     assert arr.shape == (400, 640, 3)
     _not_constant(arr)
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(FundiffError):
+    with pytest.raises(FundiffError, match=r"bad\.csv lacks column"):  # storage.read_losses
         loss_curve(tmp_path / "bad.csv", None, tmp_path / "bad.png")
+    (tmp_path / "empty.csv").write_text("epoch,step,loss,lr\n")
+    with pytest.raises(FundiffError, match="no loss rows"):
+        loss_curve(tmp_path / "empty.csv", None, tmp_path / "empty.png")
 
 
 def test_part_b_figures(tmp_path: Path) -> None:

@@ -282,10 +282,10 @@ def test_a0_saves_every_stage_two_result_as_its_own_png(tmp_path: Path) -> None:
         pipe = deepfloyd.load_stage1(str(tiny["stage1"]), device="cpu")
         denoiser = deepfloyd.DeepFloydDenoiser.from_pipeline(pipe, emb)
         params = {"stage2": str(tiny["stage2"]), "dtype": "auto", "variant": "none"}
-        upsampler = backends.deepfloyd_upsampler({**params, "upsample_steps": 2}, denoiser)
+        stage2 = backends.upsamplers("deepfloyd", {**params, "upsample_steps": 2}, denoiser)
         backend = {"seed": 0, "guidance": 7.0, "variance": "model", "value_range": (-1.0, 1.0)}
         settings = {"item": {"prompt": prompt}, "steps": [2, 3], "n": 2}
-        job = parta.Job(denoiser, backend, settings, upsampler=upsampler)
+        job = parta.Job(denoiser, backend, settings, **stage2)
         names = tasks.get("text_to_image").results(settings)
         assert names == ["2steps_1", "2steps_2", "3steps_1", "3steps_2"]
         native = {n: tmp_path / "256px" / f"a_rocket_ship_{n}.png" for n in names}
@@ -298,6 +298,7 @@ def test_a0_saves_every_stage_two_result_as_its_own_png(tmp_path: Path) -> None:
             pixels.append(np.asarray(im))
         assert np.array_equal(pixels[-1], to_uint8(job.native[n], (-1.0, 1.0)))
     assert not np.array_equal(pixels[0], pixels[1])  # two samples, two images
+    assert isinstance(denoiser.unet, torch.nn.Module)  # A0 alternates the stages: both kept
     with pytest.raises(FundiffError, match="no result 'nope'"):
         job2 = parta.Job(denoiser, backend, {**settings, "steps": [2], "n": 1})
         parta.run_task("text_to_image", job2, None, None, tmp_path / "b.png", {"nope": "x.png"})
@@ -333,8 +334,11 @@ def test_upsample_per_task_and_its_errors() -> None:
     with pytest.raises(FundiffError, match=r"partA\.local\.tasks\.cfg\.upsample: only DeepFloyd"):
         tasks.check(bad)
     views = with_task(ci, "deepfloyd", "anagrams", upsample=True)
-    with pytest.raises(FundiffError, match=r"partA\.deepfloyd\.tasks\.anagrams\.upsample"):
-        tasks.check(views)
+    tasks.check(views)  # the views-aware stage II exists
+    assert tasks.result_names(views, "deepfloyd", "anagrams") == ["seed_1"]
+    local_views = with_task(ci, "local", "hybrids", upsample=True)
+    with pytest.raises(FundiffError, match=r"partA\.local\.tasks\.hybrids\.upsample"):
+        tasks.check(local_views)
 
 
 def test_kept_results_go_through_stage_two(config: dict[str, Any], tmp_path: Path) -> None:
@@ -359,3 +363,71 @@ def test_kept_results_go_through_stage_two(config: dict[str, Any], tmp_path: Pat
     ana.upsampler = up4
     with pytest.raises(FundiffError, match="views-aware upsampler"):
         parta.run_task("anagrams", ana, None, None, tmp_path / "ana.png", {})
+
+
+def test_anagram_and_hybrid_stage_two_at_256_px(tmp_path: Path) -> None:
+    """On the tiny random IF pair at the course's 64 / 256 px: an anagram and a hybrid with
+    ``upsample: true`` save each seed as a 256 px PNG, made by stage II with the same views /
+    factorization; stage I is freed before stage II loads (one stage at a time)."""
+    pytest.importorskip("diffusers")
+    import gc
+    import weakref
+
+    import huggingface_hub.constants as hc
+    from PIL import Image
+
+    from fundiff import backends, deepfloyd, superres
+    from fundiff.figures import to_uint8
+    from fundiff.tiny_if import build_tiny_if
+
+    p1, p2 = "an oil painting of an old man", "a lithograph of waterfalls"
+    backend = {
+        "seed": 0,
+        "guidance": 7.0,
+        "variance": "model",
+        "timesteps": {"start": 990, "stride": 495},
+        "value_range": (-1.0, 1.0),
+        "dtype": "auto",
+        "variant": "none",
+        "offload": "none",
+        "upsample_steps": 2,
+    }
+    anagram = {"n": 1, "item": {"prompts": [p1, p2], "view": "vflip"}}
+    hybrid = {"n": 1, "item": {"low": p1, "high": p2, "sigma": None, "kernel": None}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hc, "HF_HUB_OFFLINE", True)
+        tiny = build_tiny_if(tmp_path / "tiny_if", seed=0, course=True)
+        emb = deepfloyd.encode_prompts(str(tiny["stage1"]), [p1, p2], device="cpu")
+        params = {**backend, "stage2": str(tiny["stage2"])}
+        for key, settings in (("anagrams", anagram), ("hybrids", hybrid)):
+            pipe = deepfloyd.load_stage1(str(tiny["stage1"]), device="cpu")
+            denoiser = deepfloyd.DeepFloydDenoiser.from_pipeline(pipe, emb)
+            unet = weakref.ref(pipe.unet)
+            del pipe
+            stage2 = backends.upsamplers("deepfloyd", params, denoiser)
+            calls = []
+
+            def spy(images, views, generator, real=stage2["views_upsampler"], calls=calls):
+                calls.append((images.clone(), views, generator.get_state()))
+                return real(images, views, generator)
+
+            job = parta.Job(denoiser, params, settings, **{**stage2, "views_upsampler": spy})
+            native = {"seed_1": tmp_path / f"{key}-256px-seed_1.png"}
+            parta.run_task(key, job, None, None, tmp_path / f"{key}.png", native)
+            gc.collect()
+            assert unet() is None, key  # stage I freed before stage II ran
+            with pytest.raises(FundiffError, match="stage I was freed"):
+                denoiser(torch.zeros(1, 3, 64, 64), torch.zeros(1), denoiser.conditions([p1]))
+            with Image.open(native["seed_1"]) as im:
+                assert im.size == (256, 256) and im.mode == "RGB"
+                assert np.array_equal(np.asarray(im), to_uint8(job.native["seed_1"], (-1, 1)))
+            # the same result as stage II called with the task's own views / filters
+            [(images, views, state)] = calls
+            kw = {"steps": 2, "generator": torch.Generator().set_state(state)}
+            pipe2, embeds = stage2["upsampler"].__self__.pipe, [emb[p1], emb[p2]]
+            if key == "anagrams":
+                assert views.views == ("identity", "vflip")
+                ref = superres.upsample_anagram(pipe2, images, embeds, emb[""], views.views, **kw)
+            else:
+                ref = superres.upsample_hybrid(pipe2, images, embeds, emb[""], **kw)
+            assert torch.allclose(job.native["seed_1"], ref[0], atol=1e-5), key

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,6 +22,9 @@ from fundiff.denoisers import DenoiserOutput
 from fundiff.errors import FundiffError
 from fundiff.prompts import ACCEPTED_FORMS, DIGIT_WORDS, parse_digit_prompt  # noqa: F401 (re-exported)
 from fundiff.schedules import NoiseSchedule
+
+if TYPE_CHECKING:
+    from fundiff.jobs import Views
 
 
 class LocalDenoiser:
@@ -108,22 +111,102 @@ def schedule_for(backend: str, params: Mapping[str, Any]) -> NoiseSchedule:
     )
 
 
-def deepfloyd_upsampler(params: Mapping[str, Any], denoiser: Any):
-    """A function (images (B, 3, 64, 64), prompt, generator) -> (B, 3, 256, 256) via stage II."""
-    from fundiff import deepfloyd
+class DeepFloydStage2:
+    """IF stage II for one Part A job, loaded on first use with the job's device, dtype,
+    variant and ``offload`` settings.
 
-    variant = None if params["variant"] == "none" else params["variant"]
-    stage2 = deepfloyd.load_stage2(
-        params["stage2"], device=denoiser.device, dtype=params["dtype"], variant=variant
-    )
+    Stage II on kept results runs after the recipe (:func:`fundiff.jobs.upsample_kept`), when
+    the stage-I UNet is no longer needed: :meth:`free_stage1` (the job's ``free_model``) frees
+    it first, so the job holds one stage at a time (the denoiser keeps its prompt lookup;
+    calling it afterwards is an error). A0 (:func:`fundiff.parta.text_to_image`) instead
+    alternates stage I and stage II per step count on one generator, as the course notebook
+    does, so there both stages stay loaded (``offload`` still applies to each).
 
-    def upsample(images: Tensor, prompt: str, generator: torch.Generator) -> Tensor:
-        cond, null = denoiser.conditions([prompt, ""])
-        return deepfloyd.upsample(
-            stage2, images, cond, null, steps=params["upsample_steps"], generator=generator
+    Args:
+        params: the job's backend params (``stage2``, ``dtype``, ``variant``, ``offload``,
+            ``upsample_steps``).
+        denoiser: the job's :class:`fundiff.deepfloyd.DeepFloydDenoiser` (prompt embeddings,
+            execution device).
+
+    :meth:`plain` is a :data:`fundiff.jobs.Upsampler`, :meth:`views` a
+    :data:`fundiff.jobs.ViewsUpsampler`: images (B, 3, 64, 64) in [-1, 1] -> (B, 3, 256, 256).
+    """
+
+    def __init__(self, params: Mapping[str, Any], denoiser: Any) -> None:
+        self.params = params
+        self.denoiser = denoiser
+        self._pipe: Any = None
+
+    def free_stage1(self) -> None:
+        """Drop the denoiser's stage-I UNet (the job's only reference) and its GPU memory."""
+        import gc
+
+        self.denoiser.unet = _Released()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    @property
+    def pipe(self) -> Any:
+        """The stage-II pipeline (loaded on first use)."""
+        if self._pipe is None:
+            from fundiff import deepfloyd
+
+            p = self.params
+            self._pipe = deepfloyd.load_stage2(
+                p["stage2"],
+                device=self.denoiser.device,
+                dtype=p["dtype"],
+                variant=p["variant"],
+                offload=p.get("offload", "none"),
+            )
+        return self._pipe
+
+    def _kw(self, generator: torch.Generator) -> dict[str, Any]:
+        return {"steps": self.params["upsample_steps"], "generator": generator}
+
+    def plain(self, images: Tensor, prompt: str, generator: torch.Generator) -> Tensor:
+        """Stage II conditioned on ``prompt`` (CFG against ``""``), as IF's pipeline."""
+        from fundiff.superres import upsample
+
+        cond, null = self.denoiser.conditions([prompt, ""])
+        return upsample(self.pipe, images, cond, null, **self._kw(generator))
+
+    def views(self, images: Tensor, views: Views, generator: torch.Generator) -> Tensor:
+        """Stage II with an anagram's views or a hybrid's factorization (``views.filter``:
+        sigma and kernel in stage-I pixels, scaled to stage II)."""
+        from fundiff import superres
+
+        embeds = list(self.denoiser.conditions(list(views.prompts)))
+        null = self.denoiser.conditions([""])[0]
+        if views.filter is None:
+            return superres.upsample_anagram(
+                self.pipe, images, embeds, null, list(views.views), **self._kw(generator)
+            )
+        sigma, kernel = views.filter
+        return superres.upsample_hybrid(
+            self.pipe, images, embeds, null, sigma=sigma, kernel_size=kernel, **self._kw(generator)
         )
 
-    return upsample
+
+class _Released:
+    """Stands in for a stage-I UNet freed for stage II."""
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise FundiffError("stage I was freed to load stage II: run the recipe before upsampling")
+
+
+def upsamplers(backend: str, params: Mapping[str, Any], denoiser: Any) -> dict[str, Any]:
+    """A Part A job's stage-II keywords for :class:`fundiff.jobs.Job` (``upsampler``,
+    ``views_upsampler``, ``free_model``); DeepFloyd only (other backends: a FundiffError)."""
+    if backend != "deepfloyd":
+        raise FundiffError(f"backend {backend!r} has no stage II (only deepfloyd)")
+    stage2 = DeepFloydStage2(params, denoiser)
+    return {
+        "upsampler": stage2.plain,
+        "views_upsampler": stage2.views,
+        "free_model": stage2.free_stage1,
+    }
 
 
 #: (resolution, channels, value range) of each backend's images

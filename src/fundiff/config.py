@@ -23,9 +23,11 @@ from typing import Any
 
 import jsonschema
 
+from fundiff import tasks as registry
 from fundiff.configfiles import load_yaml
 from fundiff.errors import FundiffError
 from fundiff.prompts import parse_digit_prompt, prompt_key, slug  # noqa: F401 (re-exported)
+from fundiff.tasks import all_prompts, task_prompts  # noqa: F401 (re-exported)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 BACKENDS = ("local", "deepfloyd")
@@ -186,22 +188,14 @@ def _check_backend(
     prefix = f"partA.{backend}"
     tasks = bcfg["tasks"]
     on = {task for task, tcfg in tasks.items() if tcfg["enabled"]}
-    if on & {"forward", "blur", "one_step", "iterative"}:
-        _need_image(inputs, bcfg.get("test_image"), f"{prefix}.test_image")
-    for task in sorted(on & {"sdedit", "sdedit_drawn", "inpaint"}):
-        for i, name in enumerate(tasks[task]["images"]):
-            key = f"{prefix}.tasks.{task}.images[{i}]"
-            _need_image(inputs, name, key, mask=task == "inpaint")
-    if "translate" in on:
-        for item, spec in tasks["translate"]["items"].items():
-            _need_image(inputs, spec["image"], f"{prefix}.tasks.translate.items.{item}.image")
-    if "logo" in on:
-        _need_image(inputs, tasks["logo"]["image"], f"{prefix}.tasks.logo.image")
+    for task in registry.TASKS:
+        for key, name in registry.image_refs(bcfg, task):
+            _need_image(inputs, name, f"{prefix}.{key}", mask=registry.get(task).mask)
     T = 1000
     if backend == "local":
         T = _check_local_model(bcfg, prefix, runs)
     strided = _strided_count(bcfg["timesteps"], T, prefix)
-    for task in sorted(on & {"sdedit", "sdedit_drawn", "translate", "logo"}):
+    for task in sorted(t for t in on if "i_starts" in tasks[t]):
         for level in tasks[task]["i_starts"]:
             if level >= strided - 1:
                 raise FundiffError(
@@ -310,69 +304,19 @@ def _check_runs(runs: Mapping[str, Any]) -> None:
 
 
 def _check_digit_prompts(bcfg: dict[str, Any], prefix: str) -> None:
-    """Every prompt of the local backend must name a digit (or be '' = unconditional)."""
-    tasks = bcfg["tasks"]
-    prompts: list[tuple[str, str]] = [(f"{prefix}.base_prompt", bcfg["base_prompt"])]
-    prompts += [
-        (f"{prefix}.tasks.text_to_image.prompts[{i}]", p)
-        for i, p in enumerate(tasks["text_to_image"]["prompts"])
-    ]
-    for task in ("cfg", "sdedit", "sdedit_drawn", "inpaint"):
-        if tasks[task]["prompt"] is not None:
-            prompts.append((f"{prefix}.tasks.{task}.prompt", tasks[task]["prompt"]))
-    prompts.append((f"{prefix}.tasks.logo.prompt", tasks["logo"]["prompt"]))
-    for name, item in tasks["translate"]["items"].items():
-        prompts.append((f"{prefix}.tasks.translate.items.{name}.prompt", item["prompt"]))
-    for name, item in tasks["anagrams"]["illusions"].items():
-        prompts += [
-            (f"{prefix}.tasks.anagrams.illusions.{name}.prompts[{i}]", p)
-            for i, p in enumerate(item["prompts"])
-        ]
-    for name, item in tasks["hybrids"]["pairs"].items():
-        prompts += [(f"{prefix}.tasks.hybrids.pairs.{name}.{k}", item[k]) for k in ("low", "high")]
+    """Every prompt a job of the local backend uses must name a digit ('' = unconditional);
+    prompts of disabled tasks (e.g. the schema's default text prompts) are not used."""
+    prompts = [("base_prompt", bcfg["base_prompt"])]
+    for key in registry.TASKS:
+        if bcfg["tasks"][key]["enabled"]:
+            prompts += registry.prompt_refs(bcfg, key)
     for key, prompt in prompts:
-        if key.endswith("logo.prompt") and not tasks["logo"]["enabled"]:
+        if prompt is None:  # the base prompt
             continue
         try:
             parse_digit_prompt(prompt)
         except FundiffError as err:
-            raise FundiffError(f"config key {key}: {err}") from None
-
-
-def task_prompts(bcfg: Mapping[str, Any], task: str, item: str | None) -> list[str]:
-    """The prompts one Part A job conditions on: '' (CFG), the base prompt, and its own."""
-    tasks, base = bcfg["tasks"], bcfg["base_prompt"]
-    tcfg = tasks[task]
-    own: list[str] = []
-    if task == "text_to_image":
-        own = [p for p in tcfg["prompts"] if slug(p) == item]
-    elif task in ("cfg", "sdedit", "sdedit_drawn", "inpaint"):
-        own = [tcfg["prompt"] if tcfg["prompt"] is not None else base]
-    elif task == "translate":
-        own = [tcfg["items"][item]["prompt"]]
-    elif task == "anagrams":
-        own = list(tcfg["illusions"][item]["prompts"])
-    elif task == "hybrids":
-        own = [tcfg["pairs"][item]["low"], tcfg["pairs"][item]["high"]]
-    elif task == "logo":
-        own = [tcfg["prompt"]]
-    return sorted({"", base, *own})
-
-
-def all_prompts(bcfg: Mapping[str, Any]) -> list[str]:
-    """Every prompt the enabled tasks of a backend condition on (sorted, with '')."""
-    tasks, prompts = bcfg["tasks"], {"", bcfg["base_prompt"]}
-    items = {
-        "text_to_image": [slug(p) for p in tasks["text_to_image"]["prompts"]],
-        "translate": list(tasks["translate"]["items"]),
-        "anagrams": list(tasks["anagrams"]["illusions"]),
-        "hybrids": list(tasks["hybrids"]["pairs"]),
-    }
-    for task, tcfg in tasks.items():
-        if tcfg.get("enabled", True):
-            for item in items.get(task, [None]):
-                prompts |= set(task_prompts(bcfg, task, item))
-    return sorted(prompts)
+            raise FundiffError(f"config key {prefix}.{key}: {err}") from None
 
 
 def figure_epochs(spec: Mapping[str, Any]) -> list[int]:

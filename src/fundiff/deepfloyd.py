@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -281,26 +282,10 @@ def load_stage1(
     )
 
 
-def load_stage2(
-    model: str = DEFAULT_STAGE2,
-    *,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "auto",
-    variant: str | None = "auto",
-    offload: str = "none",
-    key: str = STAGE2_KEY,
-):
-    """Load IF stage II (64 -> 256 px ``IFSuperResolutionPipeline``) without T5; see load_stage1."""
-    return _load_pipeline(
-        model,
-        key=key,
-        device=device,
-        dtype=dtype,
-        variant=variant,
-        offload=offload,
-        text_encoder=None,
-        **_NO_EXTRAS,
-    )
+def load_stage2(model: str = DEFAULT_STAGE2, *, key: str = STAGE2_KEY, **kwargs: Any):
+    """Load IF stage II (64 -> 256 px ``IFSuperResolutionPipeline``) without T5: the same
+    keywords (``device``, ``dtype``, ``variant``, ``offload``) as :func:`load_stage1`."""
+    return load_stage1(model, key=key, **kwargs)
 
 
 # --------------------------------------------------------------------------- embeddings

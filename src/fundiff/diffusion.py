@@ -156,6 +156,40 @@ class Objective(nn.Module):
         out = fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.zeros_like(cond)]))
         return cfg(out[:b], out[b:], guidance)
 
+    def _sample_loop(
+        self,
+        labels: Tensor | Sequence[int] | None,
+        n: int | None,
+        guidance: float | None,
+        generator: torch.Generator,
+        times: Sequence[int] | Sequence[float],
+        update: Any,
+        *,
+        trajectory_every: int = 0,
+        time_dtype: torch.dtype | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The loop both samplers share (eval mode): ``x ~ N(0, I)`` (N, C, 28, 28) from
+        ``generator``, then per time ``x = update(guided net output, time, x)``, the net seeing
+        ``time`` as an (N,) tensor of ``time_dtype``. Returns (x in [0, 1], trajectory)."""
+        batch, cond, use_cfg = self._prepare_sampling(labels, n, guidance)
+        dev = self.device
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            shape = (batch, self.unet.in_channels, 28, 28)
+            x = torch.randn(shape, generator=generator, device=dev)
+            traj = [x.clamp(0, 1).cpu()] if trajectory_every > 0 else []
+            for k, time in enumerate(times):
+                t = torch.full((batch,), time, device=dev, dtype=time_dtype)
+                x = update(self._guided(self._net, x, t, cond, guidance, use_cfg), time, x)
+                if trajectory_every > 0 and (
+                    (k + 1) % trajectory_every == 0 or k + 1 == len(times)
+                ):
+                    traj.append(x.clamp(0, 1).cpu())
+        finally:
+            self.unet.train(was_training)
+        return x.clamp(0, 1), traj
+
 
 class SingleStepDenoising(Objective):
     """One-step denoiser (B.1): ``z = x + sigma * eps``; loss ``mean (D(z) - x)^2``.
@@ -361,9 +395,6 @@ class DDPM(Objective):
         Returns:
             (images (N, 1, 28, 28) in [0, 1] float32 on the model device, trajectory).
         """
-        batch, cond, use_cfg = self._prepare_sampling(labels, n, guidance)
-        dev = self.device
-        c = self.unet.in_channels
         idx = spaced_timesteps(self.T, steps)
         stepper = DDPMStep(
             self.schedule,
@@ -371,20 +402,11 @@ class DDPM(Objective):
             clip=(0.0, 1.0) if clip_denoised else None,
             timesteps=idx,
         )
-        was_training = self.unet.training
-        self.unet.eval()
-        try:
-            x = torch.randn((batch, c, 28, 28), generator=generator, device=dev)
-            traj = [x.clamp(0, 1).cpu()] if trajectory_every > 0 else []
-            for k, i in enumerate(idx):
-                it = torch.full((batch,), i, device=dev, dtype=torch.long)
-                eps = self._guided(self._net, x, it, cond, guidance, use_cfg)
-                x = stepper.step(eps, i, x, generator=generator).prev_sample
-                if trajectory_every > 0 and ((k + 1) % trajectory_every == 0 or k + 1 == len(idx)):
-                    traj.append(x.clamp(0, 1).cpu())
-        finally:
-            self.unet.train(was_training)
-        return x.clamp(0, 1), traj
+        return self._sample_loop(
+            labels, n, guidance, generator, idx,
+            lambda eps, i, x: stepper.step(eps, i, x, generator=generator).prev_sample,
+            trajectory_every=trajectory_every, time_dtype=torch.long,
+        )  # fmt: skip
 
 
 class FlowMatching(Objective):
@@ -457,26 +479,11 @@ class FlowMatching(Objective):
         k = 0..steps-1, starting from ``x ~ N(0, I)`` drawn from ``generator``. Returns
         (images (N, 1, 28, 28) clipped to [0, 1], trajectory as in :meth:`DDPM.sample`).
         """
-        batch, cond, use_cfg = self._prepare_sampling(labels, n, guidance)
-        dev = self.device
-        c = self.unet.in_channels
         euler = EulerFlow(self.num_steps if steps is None else int(steps))
-        was_training = self.unet.training
-        self.unet.eval()
-        try:
-            x = torch.randn((batch, c, 28, 28), generator=generator, device=dev)
-            traj = [x.clamp(0, 1).cpu()] if trajectory_every > 0 else []
-            for k, tk in enumerate(euler.times):
-                t = torch.full((batch,), tk, device=dev)
-                u = self._guided(self._net, x, t, cond, guidance, use_cfg)
-                x = euler.step(u, x)
-                if trajectory_every > 0 and (
-                    (k + 1) % trajectory_every == 0 or k + 1 == euler.num_steps
-                ):
-                    traj.append(x.clamp(0, 1).cpu())
-        finally:
-            self.unet.train(was_training)
-        return x.clamp(0, 1), traj
+        return self._sample_loop(
+            labels, n, guidance, generator, euler.times, lambda u, t, x: euler.step(u, x),
+            trajectory_every=trajectory_every,
+        )  # fmt: skip
 
 
 OBJECTIVE_CLASSES: dict[str, type[Objective]] = {

@@ -15,7 +15,6 @@ global state); every function writes a PNG/GIF and returns its path. Figures are
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,17 +116,13 @@ def save_gif(
 
 
 def _read_loss_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    steps, losses = [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"step", "loss"} <= set(reader.fieldnames):
-            raise FundiffError(f"{path}: a losses.csv needs columns step and loss")
-        for row in reader:
-            steps.append(int(row["step"]))
-            losses.append(float(row["loss"]))
-    if not steps:
+    """(steps, losses) of a ``losses.csv`` (:func:`fundiff.storage.read_losses`)."""
+    from fundiff.storage import read_losses
+
+    rows = read_losses(path)
+    if not rows:
         raise FundiffError(f"{path}: no loss rows")
-    return np.asarray(steps), np.asarray(losses)
+    return np.asarray([r["step"] for r in rows]), np.asarray([r["loss"] for r in rows])
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:

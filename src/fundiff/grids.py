@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from fundiff import images
 from fundiff.errors import FundiffError
 
 ImageLike = Tensor | np.ndarray
@@ -37,13 +37,10 @@ def to_uint8(x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> np.
     """One image -> uint8 numpy, (H, W) for 1 channel or (H, W, 3) for RGB.
 
     Accepts (H, W), (C, H, W), (1, C, H, W) tensors/arrays and numpy (H, W, C). Float values are
-    mapped linearly from ``value_range`` to 0..255 and clipped; uint8 input is passed through.
+    mapped linearly from ``value_range`` to 0..255 and clipped; uint8 input is passed through
+    (the values by :func:`fundiff.images.to_uint8`, then the layout).
     """
-    if isinstance(x, Tensor):
-        a = x.detach().cpu()
-        a = a.float().numpy() if a.dtype != torch.uint8 else a.numpy()
-    else:
-        a = np.asarray(x)
+    a = images.to_uint8(x, value_range)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
     if a.ndim == 3:
@@ -57,11 +54,7 @@ def to_uint8(x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> np.
             a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
         raise FundiffError(f"cannot show an image of shape {np.shape(x)} (want (C,H,W) or (H,W))")
-    if a.dtype == np.uint8:
-        return a
-    lo, hi = value_range
-    scaled = (a.astype(np.float64) - lo) / (hi - lo) * 255.0
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return a
 
 
 def save_image(

@@ -8,8 +8,8 @@ only), :func:`upsample_kept` runs stage II on them after the recipe, giving ``Jo
 Stage II comes in two kinds: the plain one (``Job.upsampler``: images, the task's prompt,
 generator), and a views-aware one for anagrams and hybrids (``Job.views_upsampler``: images,
 :class:`Views`, generator), which runs stage II with the same views/factorization so the
-illusion holds at 256 px. The views-aware one is a hook: ``fundiff.tasks`` refuses
-``upsample: true`` for those tasks until it exists.
+illusion holds at 256 px. Both are built by :func:`fundiff.backends.upsamplers` (DeepFloyd),
+which also gives ``Job.free_model``: stage I is freed before stage II runs on kept results.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Job:
         schedule: NoiseSchedule | None = None,
         upsampler: Upsampler | None = None,
         views_upsampler: ViewsUpsampler | None = None,
+        free_model: Callable[[], None] | None = None,
         judge: Any = None,
         digit: int | None = None,
     ) -> None:
@@ -86,6 +87,9 @@ class Job:
         self.settings = settings
         self.upsampler = upsampler
         self.views_upsampler = views_upsampler
+        #: frees the denoiser's model once the recipe is done, before stage II runs on the
+        #: kept results (a job holds one stage at a time); None: nothing to free
+        self.free_model = free_model
         self.judge = judge
         #: the input image's digit (inputs manifest ``digit``), what judged edits should keep
         self.digit = digit
@@ -137,10 +141,13 @@ def upsample_kept(job: Job) -> None:
     """Run stage II on the job's kept results (batched per prompt/views) into ``job.native``.
 
     Does nothing without ``job.upsampler``. Results made with views need the views-aware
-    stage II; without one this is an error naming the missing piece.
+    stage II; without one this is an error naming the missing piece. The recipe is done, so
+    ``job.free_model`` (if any) runs first: stage II then has the memory to itself.
     """
-    if job.upsampler is None:
+    if job.upsampler is None or not job.kept:
         return
+    if job.free_model is not None:
+        job.free_model()
     groups: dict[tuple[str, Views | None], list[Kept]] = {}
     for k in job.kept:
         groups.setdefault((k.prompt, k.views), []).append(k)
@@ -150,7 +157,7 @@ def upsample_kept(job: Job) -> None:
             up = job.upsampler(batch, prompt, job.generator)
         elif job.views_upsampler is None:
             raise FundiffError(
-                f"stage II with views {views.views} needs a views-aware upsampler (none yet)"
+                f"stage II with views {views.views} needs a views-aware upsampler (none given)"
             )
         else:
             up = job.views_upsampler(batch, views, job.generator)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -53,11 +52,10 @@ def save_embeddings(
 ) -> None:
     """Write ``{prompt: (L, D) tensor}`` as one safetensors file (see the module docstring).
 
-    ``extra`` adds string metadata. The write is atomic (temporary file + rename).
+    ``extra`` adds string metadata. The write is atomic (:func:`fundiff.storage.save_safetensors`).
     """
-    from safetensors.torch import save_file
+    from fundiff.storage import save_safetensors
 
-    path = Path(path)
     prompts = list(embeddings)
     tensors = {}
     for i, p in enumerate(prompts):
@@ -66,13 +64,10 @@ def save_embeddings(
             e = e[0]
         if e.ndim != 2:
             raise FundiffError(f"embedding for {p!r} must be (L, D), got {tuple(e.shape)}")
-        tensors[f"emb_{i:05d}"] = e.detach().to("cpu").contiguous()
+        tensors[f"emb_{i:05d}"] = e
     meta = {**(extra or {}), "format": EMBEDDINGS_FORMAT, "prompts": json.dumps(prompts)}
     meta["model"] = model or ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_safetensors(tensors, path, metadata=meta)
 
 
 def _read_meta(path: Path) -> dict[str, str]:

@@ -69,6 +69,32 @@ def _guided(
     return float(guidance), _condition(denoiser, null_prompt)
 
 
+def _guided_denoise(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Sequence[int] | None,
+    branches: Sequence[Branch],
+    *,
+    guidance: float | None,
+    null_prompt: Prompt,
+    generator: torch.Generator,
+    **kwargs: object,
+) -> Tensor:
+    """:func:`denoise` with CFG against ``null_prompt`` (``guidance=None``: no unconditional
+    pass); other keyword arguments go to :func:`denoise`."""
+    g, null = _guided(denoiser, guidance, null_prompt)
+    return denoise(
+        denoiser,
+        x,
+        timesteps,
+        branches=branches,
+        null_cond=null,
+        guidance=g,
+        generator=generator,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 @torch.no_grad()
 def one_step_denoise(
     denoiser: Denoiser,
@@ -123,18 +149,9 @@ def iterative_denoise(
     Extra keyword arguments go to :func:`denoise` (``callback``, ``variance``, ``step``...).
     Returns (B, C, H, W).
     """
-    g, null = _guided(denoiser, guidance, null_prompt)
-    return denoise(
-        denoiser,
-        x_t,
-        timesteps,
-        branches=[Branch(_condition(denoiser, prompt))],
-        null_cond=null,
-        guidance=g,
-        i_start=i_start,
-        generator=generator,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    branches = [Branch(_condition(denoiser, prompt))]
+    kw = {"guidance": guidance, "null_prompt": null_prompt, "generator": generator}
+    return _guided_denoise(denoiser, x_t, timesteps, branches, i_start=i_start, **kw, **kwargs)
 
 
 def sample(
@@ -163,18 +180,9 @@ def sample(
         branch = Branch(_condition(denoiser, prompt))  # type: ignore[arg-type]
     if n < 1:
         raise FundiffError(f"number of samples must be >= 1, got {n}")
-    g, null = _guided(denoiser, guidance, null_prompt)
     x = _noise(denoiser, n, generator, dtype)
-    return denoise(
-        denoiser,
-        x,
-        timesteps,
-        branches=[branch],
-        null_cond=null,
-        guidance=g,
-        generator=generator,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    kw = {"guidance": guidance, "null_prompt": null_prompt, "generator": generator}
+    return _guided_denoise(denoiser, x, timesteps, [branch], **kw, **kwargs)
 
 
 def sample_cfg(
@@ -215,26 +223,14 @@ def sdedit(
     ts = _check_timesteps(
         default_timesteps(denoiser) if timesteps is None else timesteps, denoiser.schedule
     )
-    g, null = _guided(denoiser, guidance, null_prompt)
-    branch = Branch(_condition(denoiser, prompt))
+    branches = [Branch(_condition(denoiser, prompt))]
+    kw = {"guidance": guidance, "null_prompt": null_prompt, "generator": generator}
     results = []
     for i in i_starts:
         if not 0 <= int(i) < len(ts):
             raise FundiffError(f"i_start {i} out of range [0, {len(ts) - 1}]")
         x_t, _ = denoiser.schedule.forward(x0, ts[int(i)], generator)
-        results.append(
-            denoise(
-                denoiser,
-                x_t,
-                ts,
-                branches=[branch],
-                null_cond=null,
-                guidance=g,
-                i_start=int(i),
-                generator=generator,
-                **kwargs,  # type: ignore[arg-type]
-            )
-        )
+        results.append(_guided_denoise(denoiser, x_t, ts, branches, i_start=int(i), **kw, **kwargs))
     return results
 
 
@@ -278,20 +274,11 @@ def inpaint(
         (B, C, H, W); outside the mask equal to ``forward(x_orig, ts[-1])`` (t = 0: the
         original plus noise of std ``sqrt(1 - abar_0)``).
     """
-    g, null = _guided(denoiser, guidance, null_prompt)
     x = randn_like(x_orig, generator)
-    return denoise(
-        denoiser,
-        x,
-        timesteps,
-        branches=[Branch(_condition(denoiser, prompt))],
-        null_cond=null,
-        guidance=g,
-        generator=generator,
-        inpaint=(x_orig, mask),
-        repaint_jumps=repaint_jumps,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    kw = {"guidance": guidance, "null_prompt": null_prompt, "generator": generator}
+    branches = [Branch(_condition(denoiser, prompt))]
+    inp = {"inpaint": (x_orig, mask), "repaint_jumps": repaint_jumps}
+    return _guided_denoise(denoiser, x, timesteps, branches, **inp, **kw, **kwargs)
 
 
 def visual_anagram(
@@ -321,19 +308,9 @@ def visual_anagram(
         )
     vs = [v if isinstance(v, View) else get_view(v) for v in views]
     branches = [Branch(_condition(denoiser, p), view=v) for p, v in zip(prompts, vs, strict=True)]
-    g, null = _guided(denoiser, guidance, null_prompt)
     x = _noise(denoiser, n, generator, dtype)
-    return denoise(
-        denoiser,
-        x,
-        timesteps,
-        branches=branches,
-        null_cond=null,
-        guidance=g,
-        reduce="mean",
-        generator=generator,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    kw = {"guidance": guidance, "null_prompt": null_prompt, "generator": generator}
+    return _guided_denoise(denoiser, x, timesteps, branches, reduce="mean", **kw, **kwargs)
 
 
 def hybrid(
@@ -373,16 +350,6 @@ def hybrid(
     branches = [
         Branch(_condition(denoiser, p), filter=f) for p, f in zip(prompts, filters, strict=True)
     ]
-    g, null = _guided(denoiser, guidance, null_prompt)
     x = _noise(denoiser, n, generator, dtype)
-    return denoise(
-        denoiser,
-        x,
-        timesteps,
-        branches=branches,
-        null_cond=null,
-        guidance=g,
-        reduce="sum",
-        generator=generator,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    kw = {"guidance": guidance, "null_prompt": null_prompt, "generator": generator}
+    return _guided_denoise(denoiser, x, timesteps, branches, reduce="sum", **kw, **kwargs)

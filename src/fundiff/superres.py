@@ -232,15 +232,8 @@ def upsample_anagram(
         )
     vs = [v if isinstance(v, View) else get_view(str(v)) for v in views]
     branches = [Branch(e, view=v) for e, v in zip(prompt_embeds, vs, strict=True)]
-    return upsample(
-        stage2_pipe,
-        images,
-        prompt_embeds[0],
-        negative_embeds,
-        branches=branches,
-        reduce="mean",
-        **kwargs,  # type: ignore[arg-type]
-    )
+    kw = {"branches": branches, "reduce": "mean", **kwargs}
+    return upsample(stage2_pipe, images, prompt_embeds[0], negative_embeds, **kw)  # type: ignore[arg-type]
 
 
 def stage2_filters(
@@ -291,12 +284,5 @@ def upsample_hybrid(
             f"hybrid needs {len(filters)} prompts (coarse to fine), got {len(prompt_embeds)}"
         )
     branches = [Branch(e, filter=f) for e, f in zip(prompt_embeds, filters, strict=True)]
-    return upsample(
-        stage2_pipe,
-        images,
-        prompt_embeds[0],
-        negative_embeds,
-        branches=branches,
-        reduce="sum",
-        **kwargs,  # type: ignore[arg-type]
-    )
+    kw = {"branches": branches, "reduce": "sum", **kwargs}
+    return upsample(stage2_pipe, images, prompt_embeds[0], negative_embeds, **kw)  # type: ignore[arg-type]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fundiff.config import slug
 from fundiff.errors import FundiffError
+from fundiff.prompts import slug
 
 CAPTIONS = Path(__file__).resolve().parents[2] / "report" / "captions"
 
@@ -43,9 +43,9 @@ SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {"local": ("schedule",), "deepfloyd"
 UPSAMPLE_KEYS: tuple[str, ...] = ("stage2", "upsample", "upsample_steps")
 #: the backend whose stage II upsamples results to 256 px
 UPSAMPLER = "deepfloyd"
-#: whether a views-aware stage II exists (anagrams/hybrids at 256 px): the hook for it is
-#: ``fundiff.jobs.Job.views_upsampler``; set True once scripts/run_parta_task.py builds one
-VIEWS_STAGE2 = False
+#: whether a views-aware stage II exists (anagrams/hybrids at 256 px): it does,
+#: ``fundiff.backends.DeepFloydStage2.views`` as ``fundiff.jobs.Job.views_upsampler``
+VIEWS_STAGE2 = True
 #: what every sampling loop reads: strided timesteps and the step's noise variance
 LOOP = ("timesteps", "variance")
 
@@ -75,6 +75,8 @@ class Task:
         measures: what its judged numbers mean (the writeup's Evaluation section).
         uses: backend settings its recipe reads (beyond seed and device).
         metrics: keys of its JSON that the writeup tabulates (empty: JSON not tabulated).
+        prompts: fields of its settings that hold prompts (of each item for ``map:`` jobs; a
+            list field holds several; null means the backend's base prompt).
         upsample: how its results go through DeepFloyd stage II (256 px) when its config sets
             ``upsample: true``: ``"plain"`` (stage II with the task's prompt), ``"views"``
             (stage II with the same views/factorization: anagrams, hybrids) or None (never).
@@ -94,6 +96,7 @@ class Task:
     judge: bool = False
     uses: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
     upsample: str | None = None
     results: Callable[[Mapping[str, Any]], list[str]] | None = None
     curve: bool = False
@@ -153,8 +156,8 @@ TASKS: dict[str, Task] = {
     t.key: t
     for t in (
         Task("text_to_image", "a0_text_to_image", "0. Setup: sampling from text prompts",
-             "text_to_image", "prompts", uses=("guidance", "variance"), upsample="plain",
-             results=_per_step_count),
+             "text_to_image", "prompts", uses=("guidance", "variance"), prompts=("prompts",),
+             upsample="plain", results=_per_step_count),
         Task("forward", "a1_1_forward", "1.1 Implementing the forward process",
              "forward", "test_image", image="test_image", model=False),
         Task("blur", "a1_2_blur", "1.2 Classical denoising", "blur", "test_image",
@@ -170,28 +173,30 @@ TASKS: dict[str, Task] = {
              "samples", uses=("base_prompt", *LOOP), upsample="plain",
              results=_numbered("sample")),
         Task("cfg", "a1_6_cfg", "1.6 Classifier-free guidance (CFG)", "cfg", "samples",
-             uses=_EDIT, upsample="plain", results=_numbered("sample")),
+             uses=_EDIT, prompts=("prompt",), upsample="plain", results=_numbered("sample")),
         Task("sdedit", "a1_7_sdedit", "1.7 Image-to-image translation (SDEdit)", "sdedit",
-             "images", image="item", uses=_EDIT, upsample="plain", results=_per_level,
-             judge=True, metrics=("judged",), curve=True, measures=_SDEDIT),
-        Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
-             "sdedit", "images", image="item", uses=_EDIT, upsample="plain",
+             "images", image="item", uses=_EDIT, prompts=("prompt",), upsample="plain",
              results=_per_level, judge=True, metrics=("judged",), curve=True, measures=_SDEDIT),
+        Task("sdedit_drawn", "a1_7_1_sdedit_drawn", "1.7.1 Editing hand-drawn and web images",
+             "sdedit", "images", image="item", uses=_EDIT, prompts=("prompt",),
+             upsample="plain", results=_per_level, judge=True, metrics=("judged",), curve=True,
+             measures=_SDEDIT),
         Task("inpaint", "a1_7_2_inpaint", "1.7.2 Inpainting", "inpaint", "images",
-             image="item", mask=True, uses=_EDIT, upsample="plain",
+             image="item", mask=True, uses=_EDIT, prompts=("prompt",), upsample="plain",
              results=_numbered("result"), judge=True, metrics=("judged",), measures=_INPAINT),
         Task("translate", "a1_7_3_translate", "1.7.3 Text-conditional image-to-image translation",
-             "translate", "map:items", image="item.image", uses=_SAMPLE,
-             upsample="plain", results=_per_level, judge=True, metrics=("judged",), measures=_TRANSLATE),
+             "translate", "map:items", image="item.image", uses=_SAMPLE, prompts=("prompt",),
+             upsample="plain", results=_per_level, judge=True, metrics=("judged",),
+             measures=_TRANSLATE),
         Task("anagrams", "a1_8_anagrams", "1.8 Visual anagrams", "anagrams", "map:illusions",
-             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
-             metrics=("judged",), measures=_ANAGRAM),
+             judge=True, uses=_SAMPLE, prompts=("prompts",), upsample="views",
+             results=_numbered("seed"), metrics=("judged",), measures=_ANAGRAM),
         Task("hybrids", "a1_9_hybrids", "1.9 Hybrid images", "hybrids", "map:pairs",
-             judge=True, uses=_SAMPLE, upsample="views", results=_numbered("seed"),
-             metrics=("judged",), measures=_HYBRID),
+             judge=True, uses=_SAMPLE, prompts=("low", "high"), upsample="views",
+             results=_numbered("seed"), metrics=("judged",), measures=_HYBRID),
         Task("logo", "a_logo", "Bells & whistles: course logo", "translate", "image",
-             image="item", uses=_SAMPLE, upsample="plain", results=_per_level,
-             judge=True, metrics=("judged",), measures=_TRANSLATE),
+             image="item", uses=_SAMPLE, prompts=("prompt",), upsample="plain",
+             results=_per_level, judge=True, metrics=("judged",), measures=_TRANSLATE),
     )
 }  # fmt: skip
 
@@ -267,6 +272,67 @@ def image_name(bcfg: Config, key: str, item: str) -> str | None:
     return item
 
 
+def image_refs(bcfg: Config, key: str) -> list[tuple[str, str | None]]:
+    """(config key under ``partA.<backend>``, input name) of the image each job of the task
+    reads ([] when the task is off or reads none), e.g. ``("tasks.sdedit.images[1]", "house")``.
+    """
+    task = get(key)
+    if task.image is None:
+        return []
+    refs = []
+    for i, item in enumerate(items(bcfg, key)):
+        if task.image == "test_image":
+            where = "test_image"
+        elif task.image == "item.image":
+            where = f"tasks.{key}.{_map_field(task)}.{item}.image"
+        elif task.each == "images":
+            where = f"tasks.{key}.images[{i}]"
+        else:
+            where = f"tasks.{key}.{task.each}"
+        refs.append((where, image_name(bcfg, key, item)))
+    return refs
+
+
+def prompt_refs(bcfg: Config, key: str, item: str | None = None) -> list[tuple[str, str | None]]:
+    """(config key under ``partA.<backend>``, prompt) of the prompts in the task's settings,
+    whether it is enabled or not; only job ``item``'s when given. None: the base prompt."""
+    task, tcfg = get(key), bcfg["tasks"][key]
+    field = _map_field(task)
+    if field is None:
+        scopes = [(f"tasks.{key}", tcfg)]
+    else:
+        names = list(tcfg[field]) if item is None else [item]
+        scopes = [(f"tasks.{key}.{field}.{name}", tcfg[field][name]) for name in names]
+    refs: list[tuple[str, str | None]] = []
+    for at, entry in scopes:
+        for name in task.prompts:
+            value = entry[name]
+            if isinstance(value, list):
+                refs += [(f"{at}.{name}[{j}]", p) for j, p in enumerate(value)]
+            else:
+                refs.append((f"{at}.{name}", value))
+    if item is not None and task.each == "prompts":
+        refs = [(where, p) for where, p in refs if slug(p) == item]
+    return refs
+
+
+def task_prompts(bcfg: Config, key: str, item: str | None) -> list[str]:
+    """The prompts one Part A job conditions on: '' (CFG), the base prompt, and its own."""
+    base = bcfg["base_prompt"]
+    own = [base if p is None else p for _, p in prompt_refs(bcfg, key, item)]
+    return sorted({"", base, *own})
+
+
+def all_prompts(bcfg: Config) -> list[str]:
+    """Every prompt the enabled tasks of a backend condition on (sorted, with '')."""
+    prompts = {"", bcfg["base_prompt"]}
+    for key in TASKS:
+        if bcfg["tasks"][key]["enabled"]:
+            for item in items(bcfg, key) or [None]:
+                prompts |= set(task_prompts(bcfg, key, item))
+    return sorted(prompts)
+
+
 def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
     """The backend settings task ``key`` reads (+ seed and device), nothing else.
 
@@ -294,8 +360,8 @@ def upsampled(config: Config, backend: str, key: str) -> bool:
     """Whether the jobs of task ``key`` on ``backend`` also save each result at 256 px.
 
     On when the task's ``upsample`` is true (for A0 also the older backend-level
-    ``partA.deepfloyd.upsample``). Only DeepFloyd has a stage II; anagrams and hybrids need the
-    views-aware stage II, not available yet: asking for either is one error naming the key.
+    ``partA.deepfloyd.upsample``). Only DeepFloyd has a stage II (elsewhere: one error naming
+    the key); anagrams and hybrids go through it with their views (``VIEWS_STAGE2``).
     """
     task, bcfg = get(key), config["partA"][backend]
     tcfg = bcfg["tasks"][key]

@@ -181,16 +181,9 @@ def build_tiny_if(
         kw1 = _course_unet_kwargs(3) if course else _unet_kwargs()
         kw2 = _course_unet_kwargs(4) if course else _unet_kwargs()
         unet = UNet2DConditionModel(sample_size=size1, in_channels=3, out_channels=6, **kw1).eval()
-        stage1 = IFPipeline(
-            tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            unet=unet,
-            scheduler=_if_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            watermarker=None,
-            requires_safety_checker=False,
-        )
+        shared = dict(tokenizer=tokenizer, text_encoder=text_encoder, requires_safety_checker=False)
+        shared.update(safety_checker=None, feature_extractor=None, watermarker=None)
+        stage1 = IFPipeline(unet=unet, scheduler=_if_scheduler(), **shared)
         paths["stage1"] = out / "stage1"
         stage1.save_pretrained(paths["stage1"], safe_serialization=True)
 
@@ -202,18 +195,9 @@ def build_tiny_if(
                 class_embed_type="timestep",
                 **kw2,
             ).eval()
+            noising = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
             stage2 = IFSuperResolutionPipeline(
-                tokenizer=tokenizer,
-                text_encoder=text_encoder,
-                unet=unet2,
-                scheduler=_if_scheduler(),
-                image_noising_scheduler=DDPMScheduler(
-                    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"
-                ),
-                safety_checker=None,
-                feature_extractor=None,
-                watermarker=None,
-                requires_safety_checker=False,
+                unet=unet2, scheduler=_if_scheduler(), image_noising_scheduler=noising, **shared
             )
             paths["stage2"] = out / "stage2"
             stage2.save_pretrained(paths["stage2"], safe_serialization=True)

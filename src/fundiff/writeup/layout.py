@@ -10,26 +10,12 @@ from __future__ import annotations
 import math
 import re
 
+from fundiff.tasks import writeup_sections
 from fundiff.writeup.model import ResultKey, Section
 from fundiff.writeup.tables import pretty
 
-#: Part A task ids (directory names) -> section titles, in course order.
-PART_A_TASKS: dict[str, str] = {
-    "a0_text_to_image": "0. Setup: sampling from text prompts",
-    "a1_1_forward": "1.1 Implementing the forward process",
-    "a1_2_blur": "1.2 Classical denoising",
-    "a1_3_one_step": "1.3 One-step denoising",
-    "a1_4_iterative": "1.4 Iterative denoising",
-    "a1_5_sampling": "1.5 Diffusion model sampling",
-    "a1_6_cfg": "1.6 Classifier-free guidance (CFG)",
-    "a1_7_sdedit": "1.7 Image-to-image translation (SDEdit)",
-    "a1_7_1_sdedit_drawn": "1.7.1 Editing hand-drawn and web images",
-    "a1_7_2_inpaint": "1.7.2 Inpainting",
-    "a1_7_3_translate": "1.7.3 Text-conditional image-to-image translation",
-    "a1_8_anagrams": "1.8 Visual anagrams",
-    "a1_9_hybrids": "1.9 Hybrid images",
-    "a_logo": "Bells & whistles: course logo",
-}
+#: Part A task ids (figure folders) -> section titles, in course order: the task registry's
+PART_A_TASKS: dict[str, str] = dict(writeup_sections())
 
 #: Part A backends -> human titles (section headings).
 BACKEND_TITLES: dict[str, str] = {
