@@ -5,6 +5,7 @@ import sys
 
 from fundiff import backends, images, parta, tasks
 from fundiff.runtime import set_threads
+from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
 set_threads(snakemake.threads)
@@ -65,6 +66,5 @@ numbers = parta.run_task(
     judged_dir=getattr(snakemake.output, "judged", None),
     curve_png=getattr(snakemake.output, "curve", None),
 )
-with open(snakemake.output.json, "w") as f:
-    json.dump(numbers, f, indent=2)
+write_json(snakemake.output.json, numbers)  # NaN/inf refused, naming the file and key
 print(json.dumps(numbers), file=sys.stderr)
