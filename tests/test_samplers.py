@@ -17,25 +17,9 @@ from fundiff.runtime import seed_generator
 from fundiff.schedules import NoiseSchedule, strided_timesteps
 from fundiff.views import get_view
 
+from _schedulers import TS, if_scheduler
+
 torch.set_num_threads(1)
-
-TS = strided_timesteps()  # 990 .. 0 by 30
-
-
-def if_scheduler(**overrides):
-    """IF's stage-I scheduler config; thresholding and clipping off unless overridden."""
-    from diffusers import DDPMScheduler
-
-    cfg = dict(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        variance_type="learned_range",
-        prediction_type="epsilon",
-        thresholding=False,
-        clip_sample=False,
-    )
-    cfg.update(overrides)
-    return DDPMScheduler(**cfg)
 
 
 class FakeDenoiser:

@@ -9,28 +9,12 @@ import torch
 from fundiff.errors import FundiffError
 from fundiff.guidance import cfg, reduce_terms
 from fundiff.runtime import seed_generator
-from fundiff.schedules import NoiseSchedule, strided_timesteps
+from fundiff.schedules import NoiseSchedule
 from fundiff.steps import DDPMStep, EulerFlow, Thresholding, ddpm_update, dynamic_threshold
 
+from _schedulers import TS, if_scheduler
+
 torch.set_num_threads(1)
-
-TS = strided_timesteps()  # 990 .. 0 by 30
-
-
-def if_scheduler(**overrides):
-    """IF's stage-I scheduler config; thresholding and clipping off unless overridden."""
-    from diffusers import DDPMScheduler
-
-    cfg_ = dict(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        variance_type="learned_range",
-        prediction_type="epsilon",
-        thresholding=False,
-        clip_sample=False,
-    )
-    cfg_.update(overrides)
-    return DDPMScheduler(**cfg_)
 
 
 def _compare(ours: DDPMStep, sched, channels_out: int, seed: int, scale: float = 1.0) -> None:
