@@ -82,6 +82,7 @@ for task, folder in PARTA_TASKS.items():
                     labels={"backend": "{backend}", "item": "{item}"},
                 ),
                 **upsampled_outputs(folder, results),
+                **judged_outputs(task, folder),
             params:
                 task=task,
                 backend=backend_params(task),
@@ -90,7 +91,7 @@ for task, folder in PARTA_TASKS.items():
             benchmark:
                 f"benchmarks/parta/{{backend}}/{folder}/{{item}}.tsv"
             shell:
-                "for f in {output}; do cp {input} $f; done"
+                "for f in {output}; do case $f in *_judged) mkdir -p $f ;; *) cp {input} $f ;; esac; done"
 
 
 rule toy_noising:
