@@ -7,6 +7,7 @@ import sys
 
 from fundiff.config import (
     BACKENDS,
+    LOCAL_BACKENDS,
     all_prompts,
     check_device,
     figure_epochs,
@@ -252,8 +253,8 @@ def parta_inputs(task):
 
 def model_inputs(task, wildcards):
     """The model files a Part A job loads: local weights, or its prompts' embeddings."""
-    if wildcards.backend == "local":
-        run = config["partA"]["local"]["run"]
+    if wildcards.backend in LOCAL_BACKENDS:
+        run = config["partA"][wildcards.backend]["run"]
         return {"model": f"{PB}/{run}/model.safetensors"}
     bcfg = config["partA"]["deepfloyd"]
     return {
@@ -266,7 +267,7 @@ def model_inputs(task, wildcards):
 
 def judge_inputs(wildcards):
     """The reference classifier, for judging the digit tricks on the local backend."""
-    if wildcards.backend == "local" and enabled_runs():
+    if wildcards.backend in LOCAL_BACKENDS and enabled_runs():
         return {"judge": f"{PB}/classifier/model.safetensors"}
     return {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -118,6 +119,13 @@ def test_ci_run_produces_every_figure(ci_workspace: Path) -> None:
     for backend in ("local", "deepfloyd"):
         tasks = {Path(p).parent.name for p in pngs if f"partA/{backend}/" in p}
         assert len(tasks) == 14, (backend, sorted(tasks))
+    # the flow model runs the two tricks configs/ci.yaml leaves on, judged beside the DDPM's
+    tasks = {Path(p).parent.name for p in pngs if "partA/local_fm/" in p}
+    assert tasks == {"a1_7_2_inpaint", "a1_8_anagrams"}, sorted(tasks)
+    fm = json.loads(
+        (ci_workspace / "results/partA/local_fm/a1_8_anagrams/six_nine_flip.json").read_text()
+    )
+    assert fm["judged"]["success"]["n"] == 8
     assert any("partB/ddpm_class/samples_epoch" in p for p in pngs)
     for rel in pngs:
         path = ci_workspace / rel
@@ -129,7 +137,8 @@ def test_ci_run_produces_every_figure(ci_workspace: Path) -> None:
         assert arr.std() > 1.0, f"{rel} is constant"
     gifs = [f for f in files if f.endswith(".gif")]
     assert gifs and all(Image.open(ci_workspace / g).n_frames > 1 for g in gifs)
-    assert (ci_workspace / "results/writeup/index.html").is_file()
+    html = (ci_workspace / "results/writeup/index.html").read_text()
+    assert "DDPM vs flow matching" in html
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@
 * ``local``: the class-conditioned MNIST DDPM trained in Part B. A prompt names a digit
   (``"a 7"``, ``"seven"``, ``"digit 7"``, ``"7"``); ``""`` is the unconditional branch. Its
   schedule is the model's own (T = 300 linear betas in the course); data in [0, 1].
+* ``local_fm``: the class-conditioned flow-matching UNet of Part B, on the same footing: its
+  velocity becomes a noise estimate (:class:`FlowDenoiser`), so every trick runs unchanged.
 * ``deepfloyd``: DeepFloyd IF stage I through diffusers (:mod:`fundiff.deepfloyd`), with the
   prompt embeddings precomputed by the ``encode_prompts`` / ``embed_prompt`` rules (one file
   per prompt, see :mod:`fundiff.prompt_embeddings`).
@@ -22,6 +24,7 @@ from fundiff.denoisers import DenoiserOutput
 from fundiff.errors import FundiffError
 from fundiff.prompts import ACCEPTED_FORMS, DIGIT_WORDS, parse_digit_prompt  # noqa: F401 (re-exported)
 from fundiff.schedules import NoiseSchedule
+from fundiff.tasks import LOCAL_BACKENDS
 
 if TYPE_CHECKING:
     from fundiff.jobs import Views
@@ -41,7 +44,7 @@ class LocalDenoiser:
     variance_type = "fixed_small"
 
     def __init__(self, ddpm: Any) -> None:
-        if getattr(ddpm, "conditioning", None) != "class":
+        if getattr(ddpm, "conditioning", None) != "class" or not hasattr(ddpm, "predict_eps"):
             raise FundiffError("partA.local.run must name a class-conditioned DDPM run")
         self.ddpm = ddpm.eval()
         self.schedule = NoiseSchedule.from_betas(ddpm.betas.double().cpu())
@@ -62,11 +65,54 @@ class LocalDenoiser:
         return DenoiserOutput(eps=eps.to(x_t.dtype), variance=None)
 
 
+class FlowDenoiser(LocalDenoiser):
+    """The Part B class-conditioned flow-matching UNet as a Part A (noise-predicting) denoiser.
+
+    The flow model was trained on ``z_s = (1 - s) eps + s x`` (s in [0, 1], s = 1 is data) to
+    predict the velocity ``u = x - eps``. A DDPM state at index t,
+    ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps``, is the same point of that path up to a
+    scale: with ``a = sqrt(abar_t)``, ``b = sqrt(1 - abar_t)``,
+
+        z_s = x_t / (a + b)   at   s = a / (a + b),
+
+    and the velocity at it gives the noise estimate ``eps = z_s - s u`` (exact for the true
+    velocity: ``z_s - s (x - eps) = eps``). So the flow model runs every Part A trick through
+    the same DDPM step, guidance and views as the DDPM model, on ``schedule`` (the course's
+    T = 300 linear betas unless its Part B run says otherwise). CFG on eps equals CFG on u:
+    eps is affine in u with the same ``z_s`` for every branch.
+    """
+
+    def __init__(self, flow: Any, schedule: NoiseSchedule) -> None:
+        if getattr(flow, "conditioning", None) != "class" or not hasattr(flow, "velocity"):
+            raise FundiffError("partA.local_fm.run must name a class-conditioned fm run")
+        self.flow = flow.eval()
+        self.schedule = schedule
+        self.device = next(flow.parameters()).device
+        a = schedule.alphas_cumprod.sqrt()
+        b = (1.0 - schedule.alphas_cumprod).sqrt()
+        self._scale = (1.0 / (a + b)).float()  # (T,)
+        self._s = (a / (a + b)).float()  # (T,) flow time of each DDPM index
+
+    def flow_time(self, t: Tensor) -> Tensor:
+        """Flow time s in (0, 1) of DDPM indices ``t`` (any shape, 0-based)."""
+        return self._s[t.long().cpu()]
+
+    @torch.no_grad()
+    def __call__(self, x_t: Tensor, t: Tensor, cond: Tensor) -> DenoiserOutput:
+        i = t.long().cpu().expand(x_t.shape[0]) if t.ndim == 0 else t.long().cpu()
+        scale = self._scale[i].to(x_t.device).view(-1, 1, 1, 1)
+        s = self._s[i].to(x_t.device)
+        z = x_t.float() * scale
+        u = self.flow.velocity(z, s, cond.float())
+        eps = z - s.view(-1, 1, 1, 1) * u
+        return DenoiserOutput(eps=eps.to(x_t.dtype), variance=None)
+
+
 def load_backend(backend: str, params: Mapping[str, Any], files: Mapping[str, Any]) -> Any:
     """Build the denoiser of a Part A job.
 
     Args:
-        backend: "local" or "deepfloyd".
+        backend: "local" (the DDPM), "local_fm" (the flow-matching model) or "deepfloyd".
         params: the job's backend params (device, model ids, dtype, variant, ...).
         files: the job's model inputs: ``model`` (local weights path) or ``embeddings`` (IF:
             a list of per-prompt embedding files, merged).
@@ -74,10 +120,13 @@ def load_backend(backend: str, params: Mapping[str, Any], files: Mapping[str, An
     from fundiff.runtime import resolve_device
 
     device = resolve_device(params.get("device", "auto"))
-    if backend == "local":
+    if backend in LOCAL_BACKENDS:
         from fundiff.training import load_model
 
-        return LocalDenoiser(load_model(files["model"], device=device))
+        model = load_model(files["model"], device=device)
+        if hasattr(model, "velocity"):  # a flow-matching run (partA.local_fm)
+            return FlowDenoiser(model, schedule_for(backend, params))
+        return LocalDenoiser(model)
     if backend == "deepfloyd":
         from fundiff import deepfloyd
 
@@ -98,7 +147,7 @@ def load_backend(backend: str, params: Mapping[str, Any], files: Mapping[str, An
 
 def schedule_for(backend: str, params: Mapping[str, Any]) -> NoiseSchedule:
     """The backend's noise schedule without loading the network (forward noising, blur)."""
-    if backend == "local":
+    if backend in LOCAL_BACKENDS:
         s = params["schedule"]
         return NoiseSchedule.linear(T=s["T"], beta_start=s["beta_start"], beta_end=s["beta_end"])
     from diffusers import DDPMScheduler
@@ -210,4 +259,8 @@ def upsamplers(backend: str, params: Mapping[str, Any], denoiser: Any) -> dict[s
 
 
 #: (resolution, channels, value range) of each backend's images
-BACKEND_GEOMETRY = {"local": (28, 1, (0.0, 1.0)), "deepfloyd": (64, 3, (-1.0, 1.0))}
+BACKEND_GEOMETRY = {
+    "local": (28, 1, (0.0, 1.0)),
+    "local_fm": (28, 1, (0.0, 1.0)),
+    "deepfloyd": (64, 3, (-1.0, 1.0)),
+}

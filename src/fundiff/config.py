@@ -27,10 +27,14 @@ from fundiff import tasks as registry
 from fundiff.configfiles import load_yaml
 from fundiff.errors import FundiffError
 from fundiff.prompts import parse_digit_prompt, prompt_key, slug  # noqa: F401 (re-exported)
-from fundiff.tasks import all_prompts, task_prompts  # noqa: F401 (re-exported)
+from fundiff.tasks import LOCAL_BACKENDS, all_prompts, task_prompts  # noqa: F401 (re-exported)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-BACKENDS = ("local", "deepfloyd")
+BACKENDS = ("local", "local_fm", "deepfloyd")
+#: the Part B objective each local backend's model is trained with
+LOCAL_OBJECTIVES = {"local": "ddpm", "local_fm": "fm"}
+#: keys of partA.local that partA.local_fm does not inherit
+NOT_INHERITED = ("enabled", "run")
 
 
 def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
@@ -50,9 +54,18 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """The config schema with every ``$ref`` inlined."""
-    schema = load_yaml(path)
-    return _inline_refs(schema, schema.get("$defs", {}))
+    """The config schema with every ``$ref`` inlined; ``partA.local_fm`` gets every property
+    of ``partA.local`` that it does not declare itself (the schema file states only those)."""
+    raw = load_yaml(path)
+    schema = _inline_refs(raw, raw.get("$defs", {}))
+    backends = schema.get("properties", {}).get("partA", {}).get("properties", {})
+    if "local" in backends and "local_fm" in backends:
+        own = backends["local_fm"]["properties"]
+        backends["local_fm"]["properties"] = {
+            **copy.deepcopy(backends["local"]["properties"]),
+            **own,
+        }
+    return schema
 
 
 def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> None:
@@ -123,16 +136,45 @@ def validate_config(
         FundiffError: one line naming the first offending key.
     """
     schema = load_schema(schema_path)
-    _fill_defaults(config, schema)
-    _check_finite(config)
-    error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
-    if error is not None:
-        raise _schema_error(error)
+    # first without partA.local_fm's inherited copy, so a bad value written under partA.local
+    # is named there, then with it (the keys given under partA.local_fm)
+    own = copy.deepcopy(config)
+    if isinstance(own.get("partA"), dict):
+        own["partA"].pop("local_fm", None)
+    inherit_local(config)
+    for instance in (own, config):
+        _fill_defaults(instance, schema)
+        _check_finite(instance)
+        error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(instance))
+        if error is not None:
+            raise _schema_error(error)
     _check_cross_references(config)
     ordered = canonical(config)
     config.clear()
     config.update(ordered)
     return config
+
+
+def inherit_local(config: dict[str, Any]) -> None:
+    """``partA.local_fm`` = ``partA.local`` (all but ``enabled`` and ``run``) overlaid with the
+    keys given under ``partA.local_fm``, in place, before defaults are filled.
+
+    So the flow model runs exactly the DDPM's tricks and settings unless a key says otherwise
+    (e.g. ``partA.local_fm.guidance``), and the DDPM vs FM comparison compares models only.
+    """
+    from fundiff.configfiles import merge_overlay
+
+    part_a = config.get("partA")
+    if not isinstance(part_a, dict) or not isinstance(part_a.get("local", {}), dict):
+        return
+    own = part_a.get("local_fm") or {}
+    if not isinstance(own, dict):
+        return  # the schema names the key
+    base = {
+        k: copy.deepcopy(v) for k, v in part_a.get("local", {}).items() if k not in NOT_INHERITED
+    }
+    merge_overlay(base, own)
+    part_a["local_fm"] = base
 
 
 def canonical(obj: Any) -> Any:
@@ -192,8 +234,8 @@ def _check_backend(
         for key, name in registry.image_refs(bcfg, task):
             _need_image(inputs, name, f"{prefix}.{key}", mask=registry.get(task).mask)
     T = 1000
-    if backend == "local":
-        T = _check_local_model(bcfg, prefix, runs)
+    if backend in LOCAL_BACKENDS:
+        T = _check_local_model(bcfg, prefix, runs, LOCAL_OBJECTIVES[backend])
     strided = _strided_count(bcfg["timesteps"], T, prefix)
     for task in sorted(t for t in on if "i_starts" in tasks[t]):
         for level in tasks[task]["i_starts"]:
@@ -220,8 +262,11 @@ def _check_backend(
     _check_file_names(backend, bcfg, prefix)
 
 
-def _check_local_model(bcfg: dict[str, Any], prefix: str, runs: Mapping[str, Any]) -> int:
-    """The local backend's model run, views and prompts; returns the model's T."""
+def _check_local_model(
+    bcfg: dict[str, Any], prefix: str, runs: Mapping[str, Any], objective: str
+) -> int:
+    """A local backend's model run (a class-conditioned ``objective`` run), views and prompts;
+    returns the model's T (for the flow model: of the schedule its velocity is read on)."""
     _check_digit_prompts(bcfg, prefix)
     anagrams = bcfg["tasks"]["anagrams"]
     for name, item in anagrams["illusions"].items():
@@ -234,8 +279,10 @@ def _check_local_model(bcfg: dict[str, Any], prefix: str, runs: Mapping[str, Any
     spec = runs.get(run)
     if spec is None or not spec.get("enabled", True):
         raise FundiffError(f"config key {prefix}.run: Part B run {run!r} is not configured/enabled")
-    if spec["objective"] != "ddpm" or spec["conditioning"] != "class":
-        raise FundiffError(f"config key {prefix}.run: {run!r} must be a class-conditioned ddpm run")
+    if spec["objective"] != objective or spec["conditioning"] != "class":
+        raise FundiffError(
+            f"config key {prefix}.run: {run!r} must be a class-conditioned {objective} run"
+        )
     return spec["T"]
 
 

@@ -32,13 +32,21 @@ CAPTIONS = Path(__file__).resolve().parents[2] / "report" / "captions"
 
 Config = Mapping[str, Any]
 
-#: backend settings a job that runs the model needs to load it (its weights are file inputs)
+#: the backends that run a Part B model (a prompt names a digit; judged by the classifier)
+LOCAL_BACKENDS: tuple[str, ...] = ("local", "local_fm")
+#: backend settings a job that runs the model needs to load it (its weights are file inputs;
+#: the flow model also needs the DDPM schedule its velocity is read on)
 MODEL_KEYS: dict[str, tuple[str, ...]] = {
     "local": (),
+    "local_fm": ("schedule",),
     "deepfloyd": ("stage1", "dtype", "variant", "offload"),
 }
 #: backend settings a job that only noises images needs for the noise schedule
-SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {"local": ("schedule",), "deepfloyd": ("stage1",)}
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "local": ("schedule",),
+    "local_fm": ("schedule",),
+    "deepfloyd": ("stage1",),
+}
 #: DeepFloyd stage-II settings, for tasks whose results can be upsampled to 256 px
 UPSAMPLE_KEYS: tuple[str, ...] = ("stage2", "upsample", "upsample_steps")
 #: the backend whose stage II upsamples results to 256 px

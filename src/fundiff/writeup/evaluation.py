@@ -83,6 +83,33 @@ def rows_for(task_key: str, backend: str, item: str, numbers: Mapping[str, Any])
     return rows
 
 
+#: the backends compared side by side (same tricks, same settings, another model)
+COMPARED: tuple[tuple[str, str], ...] = (("local", "DDPM"), ("local_fm", "flow matching"))
+
+
+def comparison_table(rows: Sequence[Sequence[str]]) -> Table | None:
+    """DDPM vs flow matching: one row per (task, item, metric) judged on both local backends,
+    each model's value with its interval and its baseline. None unless both were judged."""
+    cells: dict[tuple[str, str, str], dict[str, tuple[str, str, str]]] = {}
+    for task, backend, item, metric, value, ci, _n, base, _lift in rows:
+        cells.setdefault((task, item, metric), {})[backend] = (value, ci, base)
+    names = [b for b, _ in COMPARED]
+    both = [(key, got) for key, got in cells.items() if all(b in got for b in names)]
+    if not both:
+        return None
+    columns = ["task", "item", "metric"]
+    for _, label in COMPARED:
+        columns += [label, f"{label} baseline"]
+    out = []
+    for key, got in both:
+        row = list(key)
+        for b in names:
+            value, ci, base = got[b]
+            row += [f"{value} {ci}".strip(), base]
+        out.append(row)
+    return Table("DDPM vs flow matching: the same tricks on both models", columns, out)
+
+
 def evaluation_section(parsed: Mapping[Path, Any], curves: Sequence[Any]) -> Section:
     """The Evaluation section: the metric table of every parsed Part A JSON with ``judged``
     numbers (task order of the registry) and the given curve figures (FigureEntry)."""
@@ -103,5 +130,9 @@ def evaluation_section(parsed: Mapping[Path, Any], curves: Sequence[Any]) -> Sec
         table = Table("Judged Part A metrics", list(COLUMNS), table_rows)
         table.source = ", ".join(sorted(sources))
         sec.tables.append(table)
+        compare = comparison_table(table_rows)
+        if compare is not None:
+            compare.source = table.source
+            sec.tables.append(compare)
     sec.figures.extend(curves)
     return sec

@@ -21,8 +21,13 @@ PART_A_TASKS: dict[str, str] = dict(writeup_sections())
 BACKEND_TITLES: dict[str, str] = {
     "deepfloyd": "DeepFloyd IF",
     "local": "Local backend: the MNIST model",
+    "local_fm": "Local backend: the MNIST flow-matching model",
 }
-BACKEND_SHORT: dict[str, str] = {"deepfloyd": "DeepFloyd IF", "local": "local MNIST model"}
+BACKEND_SHORT: dict[str, str] = {
+    "deepfloyd": "DeepFloyd IF",
+    "local": "local MNIST model",
+    "local_fm": "local MNIST flow-matching model",
+}
 
 #: Part B runs -> (group id, section title), in course order.
 PART_B_RUNS: dict[str, tuple[str, str]] = {
