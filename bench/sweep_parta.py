@@ -13,8 +13,8 @@ Usage (after a run has trained the model and the classifier)::
         [--grid guidance=3,5,7 stride=30,15 variance=posterior,model repaint_jumps=0,2]
         [--configfile X.yaml ...] [--out bench/results/sweep_parta.json] [--markdown FILE]
 
-``--grid`` keys: ``guidance``, ``stride`` (of the strided timesteps, 1000-step units),
-``variance`` (backend keys) and any task setting (``repaint_jumps``, ``sigma`` of a hybrid
+``--grid`` keys: ``guidance`` (the job's CFG scale: item, else task level), ``stride`` (of the
+strided timesteps, 1000-step units), ``variance`` (backend keys) and any task setting (``repaint_jumps``, ``sigma`` of a hybrid
 pair ...); every combination is run. Writes JSON (and a Markdown table with ``--markdown``).
 """
 
@@ -39,7 +39,7 @@ HEADLINE = {
     "inpaint": "source_class",
     "translate": "target_class",
 }
-BACKEND_KEYS = ("guidance", "variance")
+BACKEND_KEYS = ("variance",)
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -60,8 +60,13 @@ def point_config(config: dict, backend: str, task: str, item: str, point: dict) 
     cfg = copy.deepcopy(config)
     bcfg = cfg["partA"][backend]
     tcfg = bcfg["tasks"][task]
+    container = tcfg.get("illusions") or tcfg.get("pairs") or tcfg.get("items") or {}
     for key, value in point.items():
-        if key in BACKEND_KEYS:
+        if key == "guidance":  # the job's own scale: the item's if it has one, else the task's
+            tcfg["guidance"] = value
+            if "guidance" in container.get(item, {}):
+                container[item]["guidance"] = value
+        elif key in BACKEND_KEYS:
             bcfg[key] = value
         elif key == "stride":
             bcfg["timesteps"] = {
@@ -71,7 +76,6 @@ def point_config(config: dict, backend: str, task: str, item: str, point: dict) 
         elif key in tcfg:
             tcfg[key] = value
         else:  # an item setting (e.g. a hybrid pair's sigma)
-            container = tcfg.get("illusions") or tcfg.get("pairs") or tcfg.get("items") or {}
             container[item][key] = value
     return cfg
 

@@ -431,3 +431,27 @@ def test_anagram_and_hybrid_stage_two_at_256_px(tmp_path: Path) -> None:
             else:
                 ref = superres.upsample_hybrid(pipe2, images, embeds, emb[""], **kw)
             assert torch.allclose(job.native["seed_1"], ref[0], atol=1e-5), key
+
+
+def test_guidance_of_a_job_is_the_items_else_the_tasks_else_the_backends() -> None:
+    """Per-illusion / per-task CFG scales (chosen by bench/sweep_parta.py) reach the sampler,
+    the baseline and the caption; null falls back to the backend's scale."""
+    cfg = load_yaml(ROOT / "config.yaml")
+    anagrams = cfg["partA"]["local"]["tasks"]["anagrams"]
+    anagrams["guidance"] = 6.0
+    anagrams["illusions"]["six_nine_flip"]["guidance"] = 9.0
+    cfg["partA"]["local"]["guidance"] = 4.0
+    cfg = validate_config(cfg)
+
+    def job(task: str, item: str) -> parta.Job:
+        params = tasks.job_params(cfg, "local", task, item)
+        backend = {**params["backend"], "value_range": (0.0, 1.0)}
+        return parta.Job(None, backend, params["settings"], schedule=NoiseSchedule.linear(300))
+
+    assert job("anagrams", "six_nine_flip").guidance == 9.0
+    assert job("anagrams", "two_five_rot180").guidance == 6.0
+    assert job("hybrids", "eight_three").guidance == 4.0
+    assert job("anagrams", "six_nine_flip").loop()["guidance"] == 9.0
+    assert "guidance 9.0;" in tasks.caption(cfg, "local", "anagrams", "six_nine_flip")
+    assert "guidance 6.0;" in tasks.caption(cfg, "local", "anagrams", "two_five_rot180")
+    assert "guidance 4.0," in tasks.caption(cfg, "local", "hybrids", "eight_three")

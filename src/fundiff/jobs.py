@@ -116,7 +116,17 @@ class Job:
     def loop(self, guidance: bool = True) -> dict[str, Any]:
         """Keywords of a strided sampling loop: generator, timesteps, variance (+ CFG scale)."""
         kw = {"generator": self.generator, "timesteps": self.timesteps, **self.kw}
-        return {**kw, "guidance": self.backend["guidance"]} if guidance else kw
+        return {**kw, "guidance": self.guidance} if guidance else kw
+
+    @property
+    def guidance(self) -> float:
+        """The CFG scale of this job: the item's ``guidance`` (an illusion, a hybrid pair), else
+        the task's, else the backend's (null = not set at that level)."""
+        item = self.settings.get("item")
+        for level in (item if isinstance(item, Mapping) else {}, self.settings):
+            if level.get("guidance") is not None:
+                return float(level["guidance"])
+        return self.backend["guidance"]
 
     @property
     def value_range(self) -> tuple[float, float]:

@@ -61,7 +61,7 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None) -> Result
             s["n"],
             generator=job.generator,
             timesteps=ts,
-            guidance=job.backend["guidance"],
+            guidance=job.guidance,
             final_step=True,
             step="pipeline",  # as the model's own pipeline steps (IF: dynamic thresholding)
             **job.kw,
@@ -208,7 +208,7 @@ def sampling(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
 
 def cfg(job: Job, image: Tensor | None, mask: Tensor | None) -> Result:
     """A1.6: classifier-free guidance samples."""
-    prompt, g = job.prompt(), job.backend["guidance"]
+    prompt, g = job.prompt(), job.guidance
     return _samples(job, prompt, g, f"CFG samples of {_label(prompt)}, scale {g}")
 
 
@@ -383,7 +383,8 @@ def run_task(
             job.judged.save(judged_dir, task, item)
     if curve_png is not None:
         _plot_curve(numbers, curve_png, f"{tasks.get(task).title}: {item}")
-    return {"task": task, "seed": job.backend["seed"], **numbers}
+    used = {"guidance": job.guidance} if "guidance" in job.backend else {}
+    return {"task": task, "seed": job.backend["seed"], **used, **numbers}
 
 
 def _plot_curve(numbers: Mapping[str, Any], path: str | Path, title: str) -> None:
