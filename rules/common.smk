@@ -62,6 +62,16 @@ def enabled_runs():
     return {n: s for n, s in config["partB"]["runs"].items() if s["enabled"]}
 
 
+def train_priority(wildcards):
+    """Models the Part A jobs load train first: they are on the run's critical path."""
+    models = {
+        config["partA"][b]["run"]
+        for b in LOCAL_BACKENDS
+        if config["partA"]["enabled"] and config["partA"][b]["enabled"]
+    }
+    return 10 if wildcards.run in models else 0
+
+
 def run_spec(wildcards):
     return config["partB"]["runs"][wildcards.run]
 

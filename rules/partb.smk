@@ -9,6 +9,7 @@ rule train_classifier:
         "logs/train_classifier.log",
     benchmark:
         "benchmarks/train_classifier.tsv"
+    priority: 20  # short, and every judged job waits for it
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["train"]
@@ -36,6 +37,7 @@ rule train_unet:
         "logs/train_unet/{run}.log",
     benchmark:
         "benchmarks/train_unet/{run}.tsv"
+    priority: train_priority
     conda:
         "../envs/fundiff.yaml"
     threads: config["threads"]["train"]
