@@ -11,6 +11,9 @@ Measures, in one process and with the same threads (default 2):
   fp32 there): one D = 16 bf16 step is timed instead (``bf16_probe``);
 * with ``--compile``: ``ours_fp32_compiled`` and ``ours_auto_channels_last_compiled`` (torch.compile; its warm-up is timed apart and
   is not in the per-step numbers; a cold warm-up takes minutes on a small CPU);
+* ``default_config_jobs``: how the default config trains, ``--jobs`` (2) 1-thread processes
+  of the default-config loop at once (``threads: 1`` in config.yaml, two jobs on two cores),
+  their summed images/s against the baseline loop on ``--threads`` threads in one process;
 * the machine's fp32 (and bf16) matmul peak (2048^3 GEMM), and the UNet's FLOPs per training
   image (2 x multiply-adds of every conv / transposed conv / linear layer in the forward pass,
   x3 for forward + backward), giving the fraction of peak each loop reaches.
@@ -21,7 +24,7 @@ median step (robust) and the fastest step (an idle-machine estimate), as images/
 Writes JSON to stdout and to ``bench/results/training.json``. About 1-2 minutes on 2 idle
 cores (longer when the machine is busy; ``--compile`` adds its warm-up).
 
-Usage: ``python bench/bench_training.py [--threads 2] [--rounds 3] [--compile] [--out FILE]``
+Usage: ``python bench/bench_training.py [--threads 2] [--rounds 3] [--jobs 2] [--compile] [--out FILE]``
 (on a machine shared with other jobs use ``--threads 1``: 2-thread steps stall when the cores
 are oversubscribed).
 """
@@ -33,6 +36,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -148,14 +153,45 @@ def our_loop(d: int, images: torch.Tensor, labels: torch.Tensor, **settings) -> 
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
+def child(d: int, steps: int, rounds: int) -> None:
+    """One 1-thread process of the parallel-jobs measurement: prints its median images/s."""
+    set_threads(1)
+    images, labels = synthetic_digits(steps * BATCH, generator=torch.Generator().manual_seed(d))
+    our_loop(d, images[: 2 * BATCH], labels[: 2 * BATCH], precision="auto", channels_last=True)
+    times: list[float] = []
+    for _ in range(rounds):
+        times += our_loop(d, images, labels, precision="auto", channels_last=True)
+    print(json.dumps({"images_per_s_median_step": BATCH / statistics.median(times)}))
+
+
+def parallel_jobs(d: int, jobs: int, steps: int, rounds: int) -> dict:
+    """``jobs`` 1-thread training processes at once (the default run's layout)."""
+    cmd = [sys.executable, __file__, "--child", str(d), "--steps", str(steps)]
+    cmd += ["--rounds", str(rounds)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(jobs)]
+    each = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    rates = [round(e["images_per_s_median_step"], 1) for e in each]
+    return {
+        "jobs": jobs,
+        "threads_per_job": 1,
+        "images_per_s_each": rates,
+        "images_per_s_total": round(sum(rates), 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=2, help="parallel 1-thread jobs (0: skip)")
+    ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "training.json"))
     ap.add_argument("--steps", type=int, default=0, help="steps per run (0: 7 at D=16, 5 at D=32)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved runs per variant")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes)")
     args = ap.parse_args()
+    if args.child:
+        child(args.child, args.steps or 12, args.rounds)
+        return
     set_threads(args.threads)
     t_all = time.perf_counter()
     load_start = os.getloadavg()
@@ -221,6 +257,12 @@ def main() -> None:
                 k: round(v * train_flops / 1e9 / peak32, 4) for k, v in fastest.items()
             },
         }
+    if args.jobs > 1:  # the default config's layout: 1-thread jobs side by side
+        for d in (16,):
+            par = parallel_jobs(d, args.jobs, max(args.steps, 12), args.rounds)
+            base = results[f"D{d}"]["images_per_s_median_step"][base_key]
+            par["speedup_vs_baseline_median"] = round(par["images_per_s_total"] / base, 3)
+            results[f"D{d}"]["default_config_jobs"] = par
     probe = None
     if not native:  # one bf16 step, to show what bf16 costs here
         images, labels = synthetic_digits(2 * BATCH, generator=torch.Generator().manual_seed(16))
@@ -269,6 +311,11 @@ def main() -> None:
         "headline_speedup_default_config_vs_baseline_median": {
             k: v["speedup_vs_baseline_median"]["ours_auto_channels_last"]
             for k, v in results.items()
+        },
+        "headline_speedup_default_run_layout_vs_baseline_median": {
+            k: v["default_config_jobs"]["speedup_vs_baseline_median"]
+            for k, v in results.items()
+            if "default_config_jobs" in v
         },
         "seconds": round(time.perf_counter() - t_all, 1),
         "notes": "Per-step timings (the first step of each run is skipped), --rounds runs per "
