@@ -159,7 +159,16 @@ def test_bad_local_fm_settings_name_the_key(local_fm: dict, match: str) -> None:
 
 def test_flow_jobs_read_the_schedule_and_only_their_settings() -> None:
     cfg = validate_config(_config())
-    params = tasks.backend_params(cfg, "local_fm", "anagrams")
+    params = tasks.backend_params(cfg, "local_fm", "inpaint")
     assert params["schedule"] == {"T": 300, "beta_start": 0.0001, "beta_end": 0.02}
     assert params["guidance"] == 5.0
-    assert "schedule" not in tasks.backend_params(cfg, "local", "anagrams")
+    assert "schedule" not in tasks.backend_params(cfg, "local", "inpaint")
+    # a task setting given under partA.local_fm (config.yaml: the FM hybrids' CFG 3) is its own
+    fm = tasks.job_params(
+        validate_config(load_yaml(ROOT / "config.yaml")), "local_fm", "hybrids", "eight_three"
+    )
+    dd = tasks.job_params(
+        validate_config(load_yaml(ROOT / "config.yaml")), "local", "hybrids", "eight_three"
+    )
+    assert fm["settings"]["guidance"] == 3.0 and dd["settings"]["guidance"] == 10.0
+    assert fm["settings"]["item"] == dd["settings"]["item"]  # the same pair (sigma 2)

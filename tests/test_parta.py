@@ -205,6 +205,8 @@ def test_each_recipe_reads_exactly_its_declared_backend_settings(
     grid, numbers = parta.recipe(key)(job, x0 if name else None, mask if task.mask else None)
     assert grid.rows and all(len(r) for r in grid.rows)
     declared = set(task.uses) | {"seed"}
+    if tasks.own_guidance(local, key):  # e.g. the anagrams' CFG 10: the backend's is not passed
+        declared -= {"guidance"}
     assert job.backend.read - {"value_range"} == declared, key
     if task.upsample and key != "text_to_image":  # A0 upsamples inline (tiny IF test below)
         tcfg = tasks.item_settings(local, key, item)
@@ -440,6 +442,7 @@ def test_guidance_of_a_job_is_the_items_else_the_tasks_else_the_backends() -> No
     anagrams = cfg["partA"]["local"]["tasks"]["anagrams"]
     anagrams["guidance"] = 6.0
     anagrams["illusions"]["six_nine_flip"]["guidance"] = 9.0
+    cfg["partA"]["local"]["tasks"]["hybrids"]["guidance"] = None
     cfg["partA"]["local"]["guidance"] = 4.0
     cfg = validate_config(cfg)
 
@@ -455,3 +458,6 @@ def test_guidance_of_a_job_is_the_items_else_the_tasks_else_the_backends() -> No
     assert "guidance 9.0;" in tasks.caption(cfg, "local", "anagrams", "six_nine_flip")
     assert "guidance 6.0;" in tasks.caption(cfg, "local", "anagrams", "two_five_rot180")
     assert "guidance 4.0," in tasks.caption(cfg, "local", "hybrids", "eight_three")
+    # a task with its own scale does not get the backend's: editing that reruns only the others
+    assert "guidance" not in tasks.backend_params(cfg, "local", "anagrams")
+    assert tasks.backend_params(cfg, "local", "hybrids")["guidance"] == 4.0

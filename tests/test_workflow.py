@@ -154,8 +154,10 @@ def test_editing_one_anagram_prompt_reruns_only_that_anagram(
         ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml"
     )
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts == {"all": 1, "parta_anagrams": 1, "writeup": 1}, counts
+    # that illusion on the DDPM and on the flow model (partA.local_fm inherits it), nothing else
+    assert counts == {"all": 1, "parta_anagrams": 2, "writeup": 1}, counts
     assert "results/partA/local/a1_8_anagrams/six_nine_flip.png" in proc.stdout
+    assert "results/partA/local_fm/a1_8_anagrams/six_nine_flip.png" in proc.stdout
     # the same edit on the DeepFloyd backend also embeds the one new prompt, and nothing else
     illusion = cfg["partA"]["deepfloyd"]["tasks"]["anagrams"]["illusions"]["old_man_campfire"]
     illusion["prompts"][1] = "a photo of a dog"

@@ -350,6 +350,8 @@ def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
     """
     task, bcfg = get(key), config["partA"][backend]
     names = [*task.uses, *(MODEL_KEYS if task.model else SCHEDULE_KEYS)[backend]]
+    if own_guidance(bcfg, key):  # the task's own scale: the backend's is not read
+        names = [n for n in names if n != "guidance"]
     if upsampled(config, backend, key):
         names += UPSAMPLE_KEYS
     params: dict[str, Any] = {"seed": config["seed"], "device": config["device"]}
@@ -362,6 +364,12 @@ def backend_params(config: Config, backend: str, key: str) -> dict[str, Any]:
         else:
             params[name] = bcfg[name]
     return params
+
+
+def own_guidance(bcfg: Config, key: str) -> bool:
+    """Whether task ``key`` sets its own CFG scale (``guidance`` not null at the task level), so
+    none of its jobs reads the backend's (an item's own scale beats the task's)."""
+    return bcfg["tasks"].get(key, {}).get("guidance") is not None
 
 
 def upsampled(config: Config, backend: str, key: str) -> bool:
