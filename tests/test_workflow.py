@@ -166,8 +166,10 @@ def test_editing_one_anagram_prompt_reruns_only_that_anagram(
         ci_workspace, "-n", "--cores", "1", "--configfile", "configs/ci_changed.yaml"
     )
     counts = job_counts(proc.stdout + proc.stderr)
-    expected = {"all": 1, "encode_prompts": 1, "embed_prompt": 1, "parta_anagrams": 2, "writeup": 1}
+    # the local edit still stands (2 jobs: DDPM and flow model) + the DeepFloyd illusion
+    expected = {"all": 1, "encode_prompts": 1, "embed_prompt": 1, "parta_anagrams": 3, "writeup": 1}
     assert counts == expected, counts
+    assert "results/partA/deepfloyd/a1_8_anagrams/old_man_campfire.png" in proc.stdout
 
 
 @pytest.mark.slow
