@@ -30,15 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fundiff.writeup.evaluation import HEADLINE as WRITEUP_HEADLINE
+
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the judged number each task is tuned for (key in its ``judged`` dict)
-HEADLINE = {
-    "anagrams": "success",
-    "hybrids": "success",
-    "inpaint": "source_class",
-    "translate": "target_class",
-}
+#: the tasks a sweep tunes, and the judged number of each (the writeup's headline rate)
+TUNED = ("anagrams", "hybrids", "inpaint", "translate")
+HEADLINE = {task: WRITEUP_HEADLINE[task][0] for task in TUNED}
 BACKEND_KEYS = ("variance",)
 
 
