@@ -152,6 +152,10 @@ def test_anagram_both_views_vs_plain_sample_baseline(
     assert j["success"] == {**j["success"], "value": 0.0, "k": 0, "n": n}
     assert j["baseline"]["n"] == n and j["baseline"]["value"] == 0.0 and j["lift"] is None
     assert numbers["n"] == shown
+    # the JSON records the scale the job sampled with: the task's own, not passed as a backend key
+    own = config["partA"]["local"]["tasks"]["anagrams"]["guidance"]
+    assert own is not None and own != config["partA"]["local"]["guidance"]
+    assert numbers["guidance"] == own
     for view in ("upright", "view", "baseline_upright", "baseline_view"):
         assert saved(tmp_path, "anagrams", "six_nine_flip", view)["images"].shape[0] == n
 

@@ -122,11 +122,19 @@ class Job:
     def guidance(self) -> float:
         """The CFG scale of this job: the item's ``guidance`` (an illusion, a hybrid pair), else
         the task's, else the backend's (null = not set at that level)."""
+        g = self.guidance_set
+        if g is None:
+            raise FundiffError("this job has no CFG scale (its task takes no guidance)")
+        return g
+
+    @property
+    def guidance_set(self) -> float | None:
+        """:attr:`guidance`, or None for a task that is given no scale (forward, blur)."""
         item = self.settings.get("item")
-        for level in (item if isinstance(item, Mapping) else {}, self.settings):
+        for level in (item if isinstance(item, Mapping) else {}, self.settings, self.backend):
             if level.get("guidance") is not None:
                 return float(level["guidance"])
-        return self.backend["guidance"]
+        return None
 
     @property
     def value_range(self) -> tuple[float, float]:

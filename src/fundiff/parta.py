@@ -76,7 +76,7 @@ def text_to_image(job: Job, image: Tensor | None, mask: Tensor | None) -> Result
         rows + up_rows,
         row_labels=labels + up_labels,
         col_labels=[f"sample {i + 1}" for i in range(s["n"])],
-        title=f"{_label(prompt)}, CFG {job.backend['guidance']}, seed {job.backend['seed']}",
+        title=f"{_label(prompt)}, CFG {job.guidance}, seed {job.backend['seed']}",
     )
     return grid, {
         "prompt": prompt,
@@ -245,7 +245,7 @@ def sdedit(job: Job, image: Tensor, mask: Tensor | None) -> Result:
         job,
         image,
         prompt,
-        f"SDEdit towards {_label(prompt)}, CFG {job.backend['guidance']}",
+        f"SDEdit towards {_label(prompt)}, CFG {job.guidance}",
         "sdedit",
     )
 
@@ -383,7 +383,8 @@ def run_task(
             job.judged.save(judged_dir, task, item)
     if curve_png is not None:
         _plot_curve(numbers, curve_png, f"{tasks.get(task).title}: {item}")
-    used = {"guidance": job.guidance} if "guidance" in job.backend else {}
+    # the scale the job sampled with, wherever it was set (item, task or backend)
+    used = {"guidance": job.guidance_set} if job.guidance_set is not None else {}
     return {"task": task, "seed": job.backend["seed"], **used, **numbers}
 
 
