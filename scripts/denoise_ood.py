@@ -11,7 +11,7 @@ sys.stderr = open(snakemake.log[0], "w")
 set_threads(snakemake.threads)
 mnist = load_mnist(snakemake.input.mnist)
 numbers = denoise_ood(
-    load_model(snakemake.input.model),
+    load_model(snakemake.input.model, sampling=True),
     mnist.test_images,
     snakemake.params.sigmas,
     snakemake.params.seed,

@@ -8,5 +8,7 @@ from fundiff.training import load_model
 
 sys.stderr = open(snakemake.log[0], "w")
 set_threads(snakemake.threads)
-model = load_model(snakemake.input.model, device=resolve_device(snakemake.params.device))
+model = load_model(
+    snakemake.input.model, device=resolve_device(snakemake.params.device), sampling=True
+)
 sampling_gif(model, snakemake.params.spec, snakemake.params.seed, snakemake.output.gif)

@@ -123,7 +123,7 @@ def load_backend(backend: str, params: Mapping[str, Any], files: Mapping[str, An
     if backend in LOCAL_BACKENDS:
         from fundiff.training import load_model
 
-        model = load_model(files["model"], device=device)
+        model = load_model(files["model"], device=device, sampling=True)
         if hasattr(model, "velocity"):  # a flow-matching run (partA.local_fm)
             return FlowDenoiser(model, schedule_for(backend, params))
         return LocalDenoiser(model)

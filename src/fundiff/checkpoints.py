@@ -59,12 +59,17 @@ def save_weights(
     return save_safetensors(sd, path, meta)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> Objective:
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu", *, sampling: bool = False
+) -> Objective:
     """Rebuild a trained objective (with its UNet) from a weights file or run directory.
 
     ``path`` is ``model.safetensors``, a snapshot / checkpoint ``.safetensors``, ``model.json``
     or a run directory (-> ``model.safetensors``). The architecture comes from the safetensors
     metadata, else from ``model.json`` beside the file. Returned in eval mode on ``device``.
+    ``sampling=True``: with the UNet swapped for its inference copy
+    (:func:`fundiff.inference.for_sampling`: BatchNorm folded, cache-sized CPU batches), for
+    jobs that only sample.
     """
     path = Path(path)
     if path.is_dir():
@@ -87,7 +92,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Objectiv
         raise FundiffError(
             f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if sampling:
+        from fundiff.inference import for_sampling
+
+        for_sampling(model)
+    return model
 
 
 def truncate_losses(path: Path, max_step: int) -> None:

@@ -117,7 +117,8 @@ def train_run(
 
 def snapshot(snapshots: str | Path, epoch: int, device: str = "cpu") -> Objective:
     """The model of a run after ``epoch`` from its published snapshots folder."""
-    return load_model(Path(snapshots) / f"epoch_{int(epoch):03d}.safetensors", device=device)
+    path = Path(snapshots) / f"epoch_{int(epoch):03d}.safetensors"
+    return load_model(path, device=device, sampling=True)
 
 
 def as_float(images_u8: Tensor) -> Tensor:
