@@ -81,22 +81,12 @@ def point_config(config: dict, backend: str, task: str, item: str, point: dict) 
 def judge_point(
     config: dict, backend: str, task: str, item: str, denoiser: Any, judge: Any
 ) -> dict:
-    from fundiff import backends, images, parta, tasks
+    from fundiff import parta, tasks
 
     params = tasks.job_params(config, backend, task, item)
-    settings = dict(params["backend"])
-    res, channels, value_range = backends.BACKEND_GEOMETRY[backend]
-    settings["value_range"] = value_range
-    image = mask = None
-    if params["image"] is not None:
-        image, mask = images.load_input(
-            params["image"], resolution=res, channels=channels, value_range=value_range,
-            with_mask=tasks.get(task).mask,
-        )  # fmt: skip
-    job = parta.Job(
-        denoiser, settings, params["settings"], judge=judge,
-        digit=(params["image"] or {}).get("digit"),
-    )  # fmt: skip
+    job, image, mask = parta.prepare_job(
+        backend, params, denoiser, judge=judge, with_mask=tasks.get(task).mask
+    )
     start = time.perf_counter()
     _, numbers = parta.recipe(task)(job, image, mask)
     seconds = time.perf_counter() - start

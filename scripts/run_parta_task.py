@@ -3,7 +3,7 @@
 import json
 import sys
 
-from fundiff import backends, images, parta, tasks
+from fundiff import backends, parta, tasks
 from fundiff.runtime import set_threads
 from fundiff.storage import write_json
 
@@ -12,29 +12,17 @@ set_threads(snakemake.threads)
 
 backend = snakemake.wildcards.backend
 task = snakemake.params.task
-settings = dict(snakemake.params.backend)
-res, channels, value_range = backends.BACKEND_GEOMETRY[backend]
-settings["value_range"] = value_range
-
-spec = tasks.get(task)
-
+params = {
+    "backend": snakemake.params.backend,
+    "settings": snakemake.params.settings,
+    "image": snakemake.params.image,
+}
 files = {k: (list(v) if k == "embeddings" else str(v)) for k, v in snakemake.input.items()}
-if not spec.model:
-    denoiser, schedule = None, backends.schedule_for(backend, settings)
+denoiser = schedule = None
+if tasks.get(task).model:
+    denoiser = backends.load_backend(backend, params["backend"], files)
 else:
-    denoiser = backends.load_backend(backend, settings, files)
-    schedule = denoiser.schedule
-    res, channels = denoiser.resolution, denoiser.channels
-
-image = mask = None
-if "image" in files:
-    image, mask = images.load_input(
-        snakemake.params.image,
-        resolution=res,
-        channels=channels,
-        value_range=value_range,
-        with_mask="mask" in files,
-    )
+    schedule = backends.schedule_for(backend, params["backend"])
 
 judge = None
 if "judge" in files:
@@ -43,16 +31,14 @@ if "judge" in files:
     judge = load_classifier(files["judge"])
 results = getattr(snakemake.params, "results", [])  # 256 px results (registry order)
 # stage II only where fundiff.tasks.upsampled (DeepFloyd): plain and views-aware
-stage2 = backends.upsamplers(backend, settings, denoiser) if results else {}
-
-job = parta.Job(
+job, image, mask = parta.prepare_job(
+    backend,
+    params,
     denoiser,
-    settings,
-    snakemake.params.settings,
     schedule=schedule,
     judge=judge,
-    digit=(snakemake.params.image or {}).get("digit"),
-    **stage2,
+    with_mask="mask" in files,
+    upsample=bool(results),
 )
 native = dict(zip(results, getattr(snakemake.output, "up", []), strict=True))
 numbers = parta.run_task(

@@ -461,3 +461,27 @@ def test_guidance_of_a_job_is_the_items_else_the_tasks_else_the_backends() -> No
     # a task with its own scale does not get the backend's: editing that reruns only the others
     assert "guidance" not in tasks.backend_params(cfg, "local", "anagrams")
     assert tasks.backend_params(cfg, "local", "hybrids")["guidance"] == 4.0
+
+
+def test_prepare_job_builds_the_rules_job_with_its_image_and_mask(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What scripts/run_parta_task.py and bench/sweep_parta.py both run: the backend's value
+    range in the settings, the inputs manifest's image, mask and digit at the backend's size."""
+    monkeypatch.chdir(ROOT)  # the manifest's paths are relative to the workflow
+    schedule = NoiseSchedule.linear(300)
+    params = tasks.job_params(config, "local", "inpaint", "mnist_4")
+    job, x0, mask = parta.prepare_job("local", params, None, schedule=schedule, with_mask=True)
+    assert x0.shape == mask.shape == (1, 1, 28, 28)
+    assert 0.0 <= float(x0.min()) and float(x0.max()) <= 1.0 and float(x0.max()) > 0.5
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert job.digit == 4 and job.judge is None and job.settings == params["settings"]
+    assert job.backend == {**params["backend"], "value_range": (0.0, 1.0)}
+    _, _, no_mask = parta.prepare_job("local", params, None, schedule=schedule)
+    assert no_mask is None
+    ana = tasks.job_params(config, "local", "anagrams", "six_nine_flip")
+    judge = torch.nn.Identity()
+    job, x0, mask = parta.prepare_job("local", ana, None, schedule=schedule, judge=judge)
+    assert x0 is None and mask is None and job.digit is None and job.judge is judge
+    with pytest.raises(FundiffError, match="no stage II"):
+        parta.prepare_job("local", params, None, schedule=schedule, upsample=True)

@@ -346,6 +346,56 @@ def recipe(task: str) -> Callable[[Job, Tensor | None, Tensor | None], Result]:
 
 
 @torch.no_grad()
+def prepare_job(
+    backend: str,
+    params: Mapping[str, Any],
+    denoiser: Any,
+    *,
+    schedule: Any = None,
+    judge: Any = None,
+    with_mask: bool = False,
+    upsample: bool = False,
+) -> tuple[Job, Tensor | None, Tensor | None]:
+    """A Part A job as its rule runs it, and the job's input image.
+
+    Args:
+        backend: "local", "local_fm" or "deepfloyd".
+        params: the rule's params, :func:`fundiff.tasks.job_params`: ``backend`` (the keys the
+            task reads), ``settings`` (task + item), ``image`` (inputs manifest entry or None).
+        denoiser: the loaded backend, or None for a task without a model (then ``schedule``).
+        judge: the reference classifier of judged tasks, or None.
+        with_mask: also load the image's mask.
+        upsample: attach DeepFloyd's stage II (tasks with 256 px results).
+
+    Returns:
+        (job, image (1, C, R, R) in the backend's value range or None, mask (1, 1, R, R) in
+        [0, 1] or None), R and C the denoiser's (else the backend's) resolution and channels.
+    """
+    from fundiff import backends, images
+
+    res, channels, value_range = backends.BACKEND_GEOMETRY[backend]
+    if denoiser is not None:
+        res, channels = denoiser.resolution, denoiser.channels
+    settings = {**params["backend"], "value_range": value_range}
+    spec = params["image"]
+    image = mask = None
+    if spec is not None:
+        image, mask = images.load_input(
+            spec, resolution=res, channels=channels, value_range=value_range, with_mask=with_mask
+        )
+    stage2 = backends.upsamplers(backend, settings, denoiser) if upsample else {}
+    job = Job(
+        denoiser,
+        settings,
+        params["settings"],
+        schedule=schedule,
+        judge=judge,
+        digit=(spec or {}).get("digit"),
+        **stage2,
+    )
+    return job, image, mask
+
+
 def run_task(
     task: str,
     job: Job,
