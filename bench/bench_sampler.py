@@ -95,7 +95,7 @@ class PerBranchDenoiser:
         return DenoiserOutput(torch.cat([o.eps for o in outs]), variance)
 
 
-def time_per_step(denoiser, timesteps) -> tuple[float, float, torch.Tensor]:
+def time_per_step(denoiser, timesteps, n: int = BATCH) -> tuple[float, float, torch.Tensor]:
     """Best-of-REPEATS (CPU seconds, wall seconds) per step of a 2-view CFG anagram + result.
 
     CPU time of this (1-thread) process is robust to other jobs on the machine; wall time is
@@ -108,7 +108,7 @@ def time_per_step(denoiser, timesteps) -> tuple[float, float, torch.Tensor]:
             denoiser,
             ["a", "b"],
             ["identity", "flip"],
-            n=BATCH,
+            n=n,
             generator=seed_generator(0),
             timesteps=timesteps,
         )
@@ -116,6 +116,19 @@ def time_per_step(denoiser, timesteps) -> tuple[float, float, torch.Tensor]:
         best_cpu = min(best_cpu, (time.process_time() - c0) / steps)
         best_wall = min(best_wall, (time.perf_counter() - w0) / steps)
     return best_cpu, best_wall, out
+
+
+def compare(fast: str, fast_t: tuple, slow: str, slow_t: tuple) -> dict:
+    """Per-step CPU and wall seconds of two variants (time_per_step results), speedups
+    slow / fast, and the largest pixel difference of their images."""
+    (cpu_f, wall_f, out_f), (cpu_s, wall_s, out_s) = fast_t, slow_t
+    return {
+        "cpu_seconds_per_step": {fast: round(cpu_f, 5), slow: round(cpu_s, 5)},
+        "wall_seconds_per_step": {fast: round(wall_f, 5), slow: round(wall_s, 5)},
+        "speedup_cpu": round(cpu_s / cpu_f, 3),
+        "speedup_wall": round(wall_s / wall_f, 3),
+        "max_abs_difference": float((out_f - out_s).abs().max()),
+    }
 
 
 def run_config(resolution: int, steps: int) -> dict:
@@ -126,20 +139,16 @@ def run_config(resolution: int, steps: int) -> dict:
     for d in (base, split):  # warm-up (allocator, lazy init)
         S.visual_anagram(d, ["a", "b"], n=BATCH, generator=seed_generator(0), timesteps=ts[:2])
     base.calls = 0
-    cpu_b, wall_b, out_b = time_per_step(base, ts)
+    batched = time_per_step(base, ts)
     calls_b = base.calls / (REPEATS * steps)
     base.calls = 0
-    cpu_s, wall_s, out_s = time_per_step(split, ts)
+    separate = time_per_step(split, ts)
     calls_s = base.calls / (REPEATS * steps)
     return {
         "resolution": resolution,
         "steps_timed": steps,
         "model_calls_per_step": {"batched": calls_b, "separate": calls_s},
-        "cpu_seconds_per_step": {"batched": round(cpu_b, 5), "separate": round(cpu_s, 5)},
-        "wall_seconds_per_step": {"batched": round(wall_b, 5), "separate": round(wall_s, 5)},
-        "speedup_cpu": round(cpu_s / cpu_b, 3),
-        "speedup_wall": round(wall_s / wall_b, 3),
-        "max_abs_difference": float((out_b - out_s).abs().max()),
+        **compare("batched", batched, "separate", separate),
     }
 
 
@@ -177,17 +186,12 @@ def run_local(steps: int = 20) -> dict:
     ts = [297 - 9 * k for k in range(steps + 1)]
     for d in (base, split):
         S.visual_anagram(d, ["a", "b"], n=BATCH, generator=seed_generator(0), timesteps=ts[:2])
-    cpu_b, wall_b, out_b = time_per_step(base, ts)
-    cpu_s, wall_s, out_s = time_per_step(split, ts)
+    batched, separate = time_per_step(base, ts), time_per_step(split, ts)
     return {
         "resolution": 28,
         "model": "ClassConditionalUNet D=16 (local MNIST backend)",
         "steps_timed": steps,
-        "cpu_seconds_per_step": {"batched": round(cpu_b, 5), "separate": round(cpu_s, 5)},
-        "wall_seconds_per_step": {"batched": round(wall_b, 5), "separate": round(wall_s, 5)},
-        "speedup_cpu": round(cpu_s / cpu_b, 3),
-        "speedup_wall": round(wall_s / wall_b, 3),
-        "max_abs_difference": float((out_b - out_s).abs().max()),
+        **compare("batched", batched, "separate", separate),
     }
 
 
@@ -202,27 +206,15 @@ def run_sampling_copy(n: int = 64, steps: int = 8) -> dict:
     fast = CountingLocal()
     fast.inner = LocalDenoiser(for_sampling(copy.deepcopy(plain.inner.ddpm)))
     ts = [297 - 9 * k for k in range(steps + 1)]
-    timings = {}
-    for name, d in (("trained", plain), ("sampling_copy", fast)):
+    for d in (plain, fast):
         S.visual_anagram(d, ["a", "b"], n=n, generator=seed_generator(0), timesteps=ts[:2])
-        best_cpu, best_wall, out = float("inf"), float("inf"), None
-        for _ in range(REPEATS):
-            c0, w0 = time.process_time(), time.perf_counter()
-            out = S.visual_anagram(d, ["a", "b"], n=n, generator=seed_generator(0), timesteps=ts)
-            best_cpu = min(best_cpu, (time.process_time() - c0) / steps)
-            best_wall = min(best_wall, (time.perf_counter() - w0) / steps)
-        timings[name] = (best_cpu, best_wall, out)
-    (cpu_p, wall_p, out_p), (cpu_f, wall_f, out_f) = timings["trained"], timings["sampling_copy"]
+    trained, copied = time_per_step(plain, ts, n), time_per_step(fast, ts, n)
     return {
         "model": "ClassConditionalUNet D=16 (local MNIST backend)",
         "images": n,
         "rows_per_step": 4 * n,
         "steps_timed": steps,
-        "cpu_seconds_per_step": {"trained": round(cpu_p, 5), "sampling_copy": round(cpu_f, 5)},
-        "wall_seconds_per_step": {"trained": round(wall_p, 5), "sampling_copy": round(wall_f, 5)},
-        "speedup_cpu": round(cpu_p / cpu_f, 3),
-        "speedup_wall": round(wall_p / wall_f, 3),
-        "max_abs_difference": float((out_p - out_f).abs().max()),
+        **compare("sampling_copy", copied, "trained", trained),
     }
 
 

@@ -290,6 +290,20 @@ def test_duplicate_yaml_keys_are_errors_naming_the_key(tmp_path: Path) -> None:
     assert load_yaml(tmp_path / "ok.yaml") == {"a": {"x": 1}, "b": {"x": 1}}
 
 
+def test_config_files_are_parsed_by_libyaml_like_the_pure_python_loader() -> None:
+    """Every Snakemake start reads the schema and the presets: libyaml's parser where PyYAML
+    has it (~10x faster), with the same result as PyYAML's own SafeLoader."""
+    import yaml
+
+    from fundiff.configfiles import _StrictLoader
+
+    if yaml.__with_libyaml__:
+        assert issubclass(_StrictLoader, yaml.CSafeLoader)
+    for path in [ROOT / "schemas/config.schema.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]:
+        with open(path, encoding="utf-8") as f:
+            assert load_yaml(path) == (yaml.load(f, Loader=yaml.SafeLoader) or {}), path  # noqa: S506
+
+
 def test_overlays_merge_and_replace_marked_mappings() -> None:
     base = {"a": {"x": 1, "y": [1, 2]}, "items": {"one": {"p": 1}, "two": {"p": 2}}}
     merge_overlay(base, {"a": {"y": [3]}, "items": {"three": {"p": 3}}})
