@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "save_classifier",
     "load_classifier",
     "predict",
+    "batched_eval",
     "judge",
     "write_samples",
     "read_samples",
@@ -110,19 +112,24 @@ def _to_float_images(images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Predicted classes (N,) int64 for images (N, 1, 28, 28) in [0, 1] (or uint8 0..255)."""
-    x = _to_float_images(images)
+def batched_eval(
+    model: nn.Module, fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1000
+) -> list[Tensor]:
+    """``fn`` (a call of ``model``) on ``x`` in batches of ``batch_size`` rows on the model's
+    device, in eval mode (the mode is restored after); outputs on the CPU, one per batch."""
     dev = next(model.parameters()).device
     was = model.training
     model.eval()
     try:
-        out = [
-            model(x[i : i + batch_size].to(dev)).argmax(1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
+        return [fn(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     finally:
         model.train(was)
+
+
+def predict(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """Predicted classes (N,) int64 for images (N, 1, 28, 28) in [0, 1] (or uint8 0..255)."""
+    x = _to_float_images(images)
+    out = batched_eval(model, lambda b: model(b).argmax(1), x, batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 

@@ -14,27 +14,16 @@ import torch
 from torch import Tensor, nn
 
 from fundiff.errors import FundiffError
-from fundiff.evaluation import quantize
+from fundiff.evaluation import batched_eval, quantize
 
 __all__ = ["classifier_features", "frechet_distance", "frechet_to_real"]
 
 
-@torch.no_grad()
 def classifier_features(judge: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
     """Penultimate-layer features float64 (N, D) of (quantised) images via ``judge.embed``."""
     if not hasattr(judge, "embed"):
         raise FundiffError(f"{type(judge).__name__} has no embed() feature layer")
-    x = quantize(images)
-    dev = next(judge.parameters()).device
-    was = judge.training
-    judge.eval()
-    try:
-        out = [
-            judge.embed(x[i : i + batch_size].to(dev)).double().cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    finally:
-        judge.train(was)
+    out = batched_eval(judge, lambda b: judge.embed(b).double(), quantize(images), batch_size)
     return torch.cat(out)
 
 
