@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,13 +17,35 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def tool_env() -> dict[str, str]:
-    """Environment for child processes: 1 thread each, offline hub, our venv first on PATH."""
+@functools.cache
+def no_slurm_probe() -> Path:
+    """A folder (outside the checkout) holding a ``scontrol`` that fails at once.
+
+    The SLURM executor plugin runs ``scontrol show config`` at every Snakemake start, whatever
+    the executor; where SLURM is installed but no controller runs (this machine and CI between
+    the SLURM tests) each start waits ~10 s for it (docs/slurm.md): most of the time of the
+    tests that start Snakemake (test_config: 87 s -> 22 s)."""
+    folder = Path(tempfile.mkdtemp(prefix="fundiff-no-slurm-"))
+    atexit.register(shutil.rmtree, folder, True)
+    shim = folder / "scontrol"
+    shim.write_text("#!/bin/sh\nexit 1\n")
+    shim.chmod(0o755)
+    return folder
+
+
+def tool_env(*, slurm: bool = False) -> dict[str, str]:
+    """Environment for child processes: 1 thread each, offline hub, our venv first on PATH.
+
+    Without ``slurm`` the failing ``scontrol`` of :func:`no_slurm_probe` comes first on PATH
+    (local-executor runs never need SLURM); the SLURM tests pass ``slurm=True``."""
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1"
     )
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    path = [str(Path(sys.executable).parent), env.get("PATH", "")]
+    if not slurm:
+        path.insert(0, str(no_slurm_probe()))
+    env["PATH"] = os.pathsep.join(path)
     return env
 
 

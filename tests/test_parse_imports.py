@@ -43,18 +43,11 @@ HOOKED_SNAKEMAKE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    ws = copy_repo(tmp_path_factory.mktemp("parse"))
-    # SLURM installed but not running would add a 10 s probe to every start (docs/slurm.md)
-    shim = ws / ".shim"
-    shim.mkdir()
-    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-    (shim / "scontrol").chmod(0o755)
-    return ws
+    return copy_repo(tmp_path_factory.mktemp("parse"))
 
 
 def hooked_dry_run(workdir: Path, *args: str, banned=BANNED) -> subprocess.CompletedProcess:
-    env = tool_env()
-    env["PATH"] = f"{workdir / '.shim'}:{env['PATH']}"
+    env = tool_env()  # with the no-SLURM-probe shim (conftest)
     return subprocess.run(
         [sys.executable, "-c", HOOKED_SNAKEMAKE, ",".join(banned), "-n", *args],
         cwd=workdir,
@@ -81,3 +74,18 @@ def test_tripwire_catches_a_banned_import(workdir):
     run = hooked_dry_run(workdir, "--configfile", "configs/ci.yaml", banned=("fundiff",))
     assert run.returncode == 97, run.stderr[-2000:]
     assert "BANNED IMPORT AT PARSE TIME: fundiff" in run.stderr
+
+
+def test_child_snakemakes_skip_the_slurm_probe_except_in_the_slurm_tests() -> None:
+    """tool_env() puts a failing `scontrol` first on PATH (no ~10 s probe per Snakemake start
+    where SLURM is installed but not running); tool_env(slurm=True) keeps the real one."""
+    import shutil
+
+    from conftest import no_slurm_probe
+
+    env = tool_env()
+    found = shutil.which("scontrol", path=env["PATH"])
+    assert found == str(no_slurm_probe() / "scontrol")
+    assert subprocess.run([found], check=False).returncode != 0
+    real = shutil.which("scontrol", path=tool_env(slurm=True)["PATH"])
+    assert real is None or not real.startswith(str(no_slurm_probe()))

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import tool_env
+
 REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "profiles" / "slurm" / "config.yaml"
 SLURM_LOCAL = REPO / "profiles" / "slurm-local" / "config.yaml"
@@ -58,6 +60,7 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=REPO,
+        env=tool_env(),  # dry runs only: no SLURM probe (conftest.no_slurm_probe)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -126,7 +126,8 @@ class Snakemake:
             self.proc = subprocess.Popen(
                 self.cmd,
                 cwd=workdir,
-                env=tool_env(),  # venv first on PATH, 1 thread, offline hub; jobs inherit it
+                # venv first on PATH, 1 thread, offline hub, the real scontrol; jobs inherit it
+                env=tool_env(slurm=True),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
