@@ -11,6 +11,11 @@ A third part times the default backend as the Part A jobs run it: a 64-image ana
 per step) through the trained UNet vs through its sampling copy (fundiff.inference: BatchNorm
 folded, channels_last, 64-image chunks), in the same run; the images agree to ~1e-5.
 
+A fourth part runs that sampling copy in two child processes, one with glibc malloc's
+defaults (``FUNDIFF_MALLOC=default``) and one with the allocator setting every job starts
+with (``fundiff.runtime.tune_allocator``): ``speedup_allocator`` (same images, bit for bit;
+the minor page faults per step are reported beside the times).
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sampler.py
 
 Prints JSON to stdout and writes bench/results/sampler.json. Runs in well under a minute.
@@ -31,7 +36,7 @@ import torch  # noqa: E402
 
 from fundiff import samplers as S  # noqa: E402
 from fundiff.denoisers import DenoiserOutput  # noqa: E402
-from fundiff.runtime import seed_generator, set_threads  # noqa: E402
+from fundiff.runtime import MALLOC_ENV, seed_generator, start_job  # noqa: E402
 from fundiff.schedules import NoiseSchedule  # noqa: E402
 
 RESOLUTION = 64  # the headline configuration (IF stage-I size)
@@ -218,12 +223,66 @@ def run_sampling_copy(n: int = 64, steps: int = 8) -> dict:
     }
 
 
+def allocator_child(n: int = 64, steps: int = 8) -> None:
+    """One child of :func:`run_allocator`: the sampling copy's per-step times, minor page
+    faults per step and a checksum of the images, as JSON on stdout."""
+    import copy
+    import hashlib
+    import resource
+
+    from fundiff.backends import LocalDenoiser
+    from fundiff.inference import for_sampling
+
+    start_job(1)  # tunes malloc unless FUNDIFF_MALLOC=default
+    local = CountingLocal()
+    local.inner = LocalDenoiser(for_sampling(copy.deepcopy(local.inner.ddpm)))
+    ts = [297 - 9 * k for k in range(steps + 1)]
+    S.visual_anagram(local, ["a", "b"], n=n, generator=seed_generator(0), timesteps=ts[:2])
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu, wall, out = time_per_step(local, ts, n)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (REPEATS * steps)
+    digest = hashlib.sha256(out.contiguous().numpy().tobytes()).hexdigest()
+    print(json.dumps({"cpu": cpu, "wall": wall, "faults": faults, "sha256": digest}))
+
+
+def run_allocator() -> dict:
+    """glibc malloc defaults vs fundiff's setting, each in a fresh process (the setting is
+    process-wide): a 64-image anagram on the sampling copy."""
+    import subprocess
+
+    runs = {}
+    for name, value in (("default", "default"), ("tuned", "")):
+        env = {**os.environ, MALLOC_ENV: value, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [sys.executable, __file__, "--allocator-child"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    tuned, default = runs["tuned"], runs["default"]
+    return {
+        "model": "ClassConditionalUNet D=16 sampling copy, 64-image anagram (256 rows a step)",
+        "cpu_seconds_per_step": {k: round(v["cpu"], 5) for k, v in runs.items()},
+        "wall_seconds_per_step": {k: round(v["wall"], 5) for k, v in runs.items()},
+        "minor_page_faults_per_step": {k: round(v["faults"]) for k, v in runs.items()},
+        "speedup_cpu": round(default["cpu"] / tuned["cpu"], 3),
+        "speedup_wall": round(default["wall"] / tuned["wall"], 3),
+        "identical_images": tuned["sha256"] == default["sha256"],
+    }
+
+
 def main() -> int:
-    set_threads(1)
+    if "--allocator-child" in sys.argv:
+        allocator_child()
+        return 0
+    start_job(1)  # as the Part A jobs run
     t0 = time.perf_counter()
     configs = [run_config(r, n) for r, n in CONFIGS]
     local = run_local()
     copy_part = run_sampling_copy()
+    allocator = run_allocator()
     head = next(c for c in configs if c["resolution"] == RESOLUTION)
     result = {
         "benchmark": "sampler: views x {cond, uncond} in one call vs one call per branch",
@@ -242,6 +301,8 @@ def main() -> int:
         "speedup_local_mnist": local["speedup_cpu"],
         "sampling_copy": copy_part,
         "speedup_sampling_copy": copy_part["speedup_cpu"],
+        "allocator": allocator,
+        "speedup_allocator": allocator["speedup_cpu"],
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     text = json.dumps(result, indent=2)

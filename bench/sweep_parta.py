@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
     from fundiff.config import load_yaml, validate_config
     from fundiff.configfiles import merge_overlay
     from fundiff.evaluation import load_classifier
-    from fundiff.runtime import set_threads
+    from fundiff.runtime import start_job
     from fundiff.tasks import items as task_items
 
-    set_threads(args.threads)
+    start_job(args.threads)  # as the jobs run
     config = load_yaml(ROOT / "config.yaml")
     for extra in args.configfile:
         merge_overlay(config, load_yaml(extra))

@@ -4,11 +4,11 @@ import sys
 
 from fundiff.data import load_mnist
 from fundiff.partb import denoise_ood
-from fundiff.runtime import set_threads
+from fundiff.runtime import start_job
 from fundiff.training import load_model
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 mnist = load_mnist(snakemake.input.mnist)
 numbers = denoise_ood(
     load_model(snakemake.input.model, sampling=True),

@@ -4,10 +4,10 @@ import sys
 
 from fundiff.data import load_mnist
 from fundiff.partb import denoise_test_set, snapshot
-from fundiff.runtime import set_threads
+from fundiff.runtime import start_job
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 epoch = int(snakemake.wildcards.epoch)
 mnist = load_mnist(snakemake.input.mnist)
 model = snapshot(snakemake.input.snapshots, epoch)

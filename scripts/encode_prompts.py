@@ -3,10 +3,10 @@
 import sys
 
 from fundiff.prompt_embeddings import encode_all
-from fundiff.runtime import set_threads
+from fundiff.runtime import start_job
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 prompts = list(snakemake.params.prompts)
 encoded = encode_all(
     prompts,

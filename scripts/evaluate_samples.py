@@ -6,11 +6,11 @@ import sys
 from fundiff.data import load_mnist
 from fundiff.evaluation import load_classifier, save_judged
 from fundiff.partb import evaluate, snapshot
-from fundiff.runtime import resolve_device, set_threads
+from fundiff.runtime import resolve_device, start_job
 from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 epoch = int(snakemake.wildcards.epoch)
 device = resolve_device(snakemake.params.device)
 model = snapshot(snakemake.input.snapshots, epoch, device=device)

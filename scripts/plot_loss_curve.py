@@ -3,10 +3,10 @@
 import sys
 
 from fundiff.figures import loss_curve
-from fundiff.runtime import set_threads
+from fundiff.runtime import start_job
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 loss_curve(
     [snakemake.input.losses],
     [snakemake.wildcards.run],

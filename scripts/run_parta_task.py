@@ -4,11 +4,11 @@ import json
 import sys
 
 from fundiff import backends, parta, tasks
-from fundiff.runtime import set_threads
+from fundiff.runtime import start_job
 from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 
 backend = snakemake.wildcards.backend
 task = snakemake.params.task

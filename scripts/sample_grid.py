@@ -3,10 +3,10 @@
 import sys
 
 from fundiff.partb import sample_grid, snapshot
-from fundiff.runtime import resolve_device, set_threads
+from fundiff.runtime import resolve_device, start_job
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 epoch = int(snakemake.wildcards.epoch)
 model = snapshot(snakemake.input.snapshots, epoch, device=resolve_device(snakemake.params.device))
 sample_grid(

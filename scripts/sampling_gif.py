@@ -3,11 +3,11 @@
 import sys
 
 from fundiff.partb import sampling_gif
-from fundiff.runtime import resolve_device, set_threads
+from fundiff.runtime import resolve_device, start_job
 from fundiff.training import load_model
 
 sys.stderr = open(snakemake.log[0], "w")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 model = load_model(
     snakemake.input.model, device=resolve_device(snakemake.params.device), sampling=True
 )

@@ -5,12 +5,12 @@ import sys
 
 from fundiff.data import load_mnist
 from fundiff.evaluation import save_classifier, train_classifier
-from fundiff.runtime import resolve_device, set_threads
+from fundiff.runtime import resolve_device, start_job
 from fundiff.storage import write_json
 
 sys.stderr = open(snakemake.log[0], "w")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 cfg = snakemake.params.classifier
 mnist = load_mnist(snakemake.input.mnist)
 model, metrics = train_classifier(

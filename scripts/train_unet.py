@@ -5,11 +5,11 @@ import sys
 
 from fundiff.data import load_mnist
 from fundiff.partb import train_run
-from fundiff.runtime import set_threads
+from fundiff.runtime import start_job
 
 sys.stderr = open(snakemake.log[0], "a")
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
-set_threads(snakemake.threads)
+start_job(snakemake.threads)
 mnist = load_mnist(snakemake.input.mnist)
 result = train_run(
     snakemake.params.spec,

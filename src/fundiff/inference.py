@@ -10,9 +10,10 @@ On a CPU, :class:`SamplingUNet` also keeps the weights ``channels_last`` (oneDNN
 for these small convolutions) and feeds the body at most ``chunk`` images at a time: a batch of
 256 28x28x16 activations no longer fits the cache, and CFG x views batches reach 256-512
 images. For the D = 16 class-conditioned UNet on one AVX2 core, a 64-image anagram with CFG
-(256 rows a step) runs 1.44x faster than through the trained UNet (``bench/bench_sampler.py``,
-``speedup_sampling_copy``); whole Part A jobs ~1.3x (translation 42 -> 31 s). GPUs get the
-folded body and whole batches.
+(256 rows a step) runs 1.44x faster than through the trained UNet with glibc malloc's defaults
+and 1.13x once jobs keep freed memory (:func:`fundiff.runtime.tune_allocator`, itself 1.25x
+on the copy; ``bench/bench_sampler.py``, ``speedup_sampling_copy`` and ``speedup_allocator``).
+GPUs get the folded body and whole batches.
 
 A sampling copy is for inference only: its weights differ from the trained ones, so it cannot
 be saved as a run's model (:func:`fundiff.unets.unet_spec` refuses it).
