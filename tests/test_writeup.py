@@ -287,12 +287,18 @@ def test_unknown_results_are_shown_not_dropped(tmp_path, monkeypatch) -> None:
 
 
 def test_two_backends_get_subsections(tmp_path, monkeypatch) -> None:
-    _build(tmp_path, monkeypatch, backends=("deepfloyd", "local"))
+    _build(tmp_path, monkeypatch, backends=("local_fm", "local", "deepfloyd"))
     md = Path("results/writeup/index.md").read_text()
     sdedit = md.index("### 1.7 Image-to-image translation (SDEdit)")
     nxt = md.index("### 1.7.1")
     block = md[sdedit:nxt]
-    assert "#### DeepFloyd IF" in block and "#### Local backend: the MNIST model" in block
+    # the course's model, then the default DDPM, then the flow model (not alphabetical titles)
+    heads = [line for line in block.splitlines() if line.startswith("#### ")]
+    assert heads == [
+        "#### DeepFloyd IF",
+        "#### Local backend: the MNIST DDPM",
+        "#### Local backend: the MNIST flow-matching model",
+    ]
     assert "figures/partA/local/a1_7_sdedit/own1.png" in block
     assert "## Part A: the power of diffusion models\n" in md
 
@@ -601,3 +607,16 @@ def test_toy_workflow_runtime_counts_jobs_that_ran(tmp_path) -> None:
     assert _rule_counts(md) == {"toy_fig": 3, "toy_two_outputs": 1, "all rules": 4}
     rerun = (tmp_path / "benchmarks/toy_two_outputs.tsv").stat().st_mtime
     assert f"| toy_two_outputs | – | {fmt_time(rerun)} |" in md
+
+
+def test_backend_order_is_the_course_model_then_ddpm_then_flow_then_unknown() -> None:
+    from fundiff.writeup.layout import backend_order
+
+    names = ["zeta", "local_fm", "alpha", "local", "deepfloyd"]
+    assert sorted(names, key=backend_order) == [
+        "deepfloyd",
+        "local",
+        "local_fm",
+        "alpha",
+        "zeta",
+    ]

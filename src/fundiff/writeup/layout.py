@@ -17,17 +17,25 @@ from fundiff.writeup.tables import pretty
 #: Part A task ids (figure folders) -> section titles, in course order: the task registry's
 PART_A_TASKS: dict[str, str] = dict(writeup_sections())
 
-#: Part A backends -> human titles (section headings).
+#: Part A backends -> human titles (section headings), in the order a task shows them: the
+#: course's model, then the default run's model (the DDPM), then the flow-matching one.
 BACKEND_TITLES: dict[str, str] = {
     "deepfloyd": "DeepFloyd IF",
-    "local": "Local backend: the MNIST model",
+    "local": "Local backend: the MNIST DDPM",
     "local_fm": "Local backend: the MNIST flow-matching model",
 }
 BACKEND_SHORT: dict[str, str] = {
     "deepfloyd": "DeepFloyd IF",
-    "local": "local MNIST model",
+    "local": "local MNIST DDPM",
     "local_fm": "local MNIST flow-matching model",
 }
+
+
+def backend_order(backend: str) -> tuple[int, str]:
+    """Sort key of Part A backends: known ones in :data:`BACKEND_TITLES` order, then others."""
+    known = list(BACKEND_TITLES)
+    return (known.index(backend), "") if backend in known else (len(known), backend)
+
 
 #: Part B runs -> (group id, section title), in course order.
 PART_B_RUNS: dict[str, tuple[str, str]] = {
@@ -167,9 +175,9 @@ class Layout:
         for child in task.children:
             if child.id == sid:
                 return child
-        child = Section(sid, BACKEND_TITLES.get(key.group, pretty(key.group)), 4)
+        child = Section(sid, BACKEND_TITLES.get(key.group, pretty(key.group)), 4, backend=key.group)
         task.children.append(child)
-        task.children.sort(key=lambda s: s.title)
+        task.children.sort(key=lambda s: backend_order(s.backend))
         return child
 
     def _b(self, key: ResultKey) -> Section:

@@ -75,6 +75,8 @@ class Section:
     figures: list[FigureEntry] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     children: list[Section] = field(default_factory=list)
+    #: the Part A backend a per-backend subsection shows ("" for every other section)
+    backend: str = ""
 
     def is_empty(self) -> bool:
         """True when neither this section nor any child shows anything."""
