@@ -74,13 +74,17 @@ def test_folding_uses_running_statistics_and_replaces_each_batchnorm() -> None:
     trained_like(seq, seed=3)
     x = torch.randn(2, 2, 5, 5)
     ref = seq(x)
-    folded = fold_batchnorm(nn.Module())  # a module without children is returned as is
+    empty = nn.Module()
+    assert fold_batchnorm(empty) is empty  # a module without children comes back as it was
     holder = nn.Module()
     holder.seq = seq
-    fold_batchnorm(holder)
+    assert fold_batchnorm(holder) is holder
     assert isinstance(seq[1], nn.Identity) and isinstance(seq[4], nn.Identity)
     assert torch.allclose(seq(x), ref, atol=1e-5)
-    assert isinstance(folded, nn.Module)
+    # a BatchNorm that follows no convolution has nothing to fold into: it stays
+    holder.seq = nn.Sequential(nn.GELU(), nn.BatchNorm2d(3))
+    fold_batchnorm(holder)
+    assert isinstance(holder.seq[1], nn.BatchNorm2d)
 
 
 def test_load_model_for_sampling_gives_the_same_samples(tmp_path: Path) -> None:
