@@ -85,3 +85,22 @@ def test_every_job_script_starts_with_start_job() -> None:
             assert "start_job" in calls, script.name
             top = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Expr)]
             assert "start_job(snakemake.threads)" in top, f"{script.name}: at module level"
+
+
+def test_make_setup_left_bytecode_for_the_heavy_imports() -> None:
+    """`make setup` installs with --no-compile and byte-compiles on every core afterwards:
+    without the .pyc files (PYTHONDONTWRITEBYTECODE is common on shared machines) every job
+    would recompile torch's sources on import. Checked where the Makefile made this venv."""
+    stamps = list(Path(sys.prefix).glob(".installed-*"))  # touched when setup ends
+    if not stamps:
+        pytest.skip("this interpreter's venv was not made by `make setup`")
+    import diffusers
+    import snakemake
+    import torch
+
+    for module in (torch, diffusers, snakemake):
+        init = Path(module.__file__)
+        cached = init.parent / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc"
+        assert cached.is_file(), f"{cached} missing: the compileall step of `make setup` failed"
+        # made by setup, not by a later import (which would hide a failed compile step)
+        assert cached.stat().st_mtime <= stamps[0].stat().st_mtime, cached
