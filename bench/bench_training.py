@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fundiff.acceleration import native_bf16
 from fundiff.diffusion import DDPM
 from fundiff.evaluation import synthetic_digits
-from fundiff.runtime import set_threads
+from fundiff.runtime import set_threads, start_job
 from fundiff.training import TrainConfig, images_to_float, train
 from fundiff.unets import ClassConditionalUNet
 
@@ -154,8 +154,9 @@ def our_loop(d: int, images: torch.Tensor, labels: torch.Tensor, **settings) -> 
 
 
 def child(d: int, steps: int, rounds: int) -> None:
-    """One 1-thread process of the parallel-jobs measurement: prints its median images/s."""
-    set_threads(1)
+    """One 1-thread process of the parallel-jobs measurement: prints its median images/s.
+    Set up as a training job is (start_job: 1 thread, the jobs' malloc setting)."""
+    start_job(1)
     images, labels = synthetic_digits(steps * BATCH, generator=torch.Generator().manual_seed(d))
     our_loop(d, images[: 2 * BATCH], labels[: 2 * BATCH], precision="auto", channels_last=True)
     times: list[float] = []
