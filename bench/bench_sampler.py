@@ -200,16 +200,21 @@ def run_local(steps: int = 20) -> dict:
     }
 
 
-def run_sampling_copy(n: int = 64, steps: int = 8) -> dict:
-    """The local backend at a Part A job's size: trained UNet vs its sampling copy."""
+def sampling_copy_local() -> CountingLocal:
+    """The default backend as the Part A jobs load it: on the UNet's sampling copy."""
     import copy
 
     from fundiff.backends import LocalDenoiser
     from fundiff.inference import for_sampling
 
-    plain = CountingLocal()
-    fast = CountingLocal()
-    fast.inner = LocalDenoiser(for_sampling(copy.deepcopy(plain.inner.ddpm)))
+    local = CountingLocal()
+    local.inner = LocalDenoiser(for_sampling(copy.deepcopy(local.inner.ddpm)))
+    return local
+
+
+def run_sampling_copy(n: int = 64, steps: int = 8) -> dict:
+    """The local backend at a Part A job's size: trained UNet vs its sampling copy."""
+    plain, fast = CountingLocal(), sampling_copy_local()
     ts = [297 - 9 * k for k in range(steps + 1)]
     for d in (plain, fast):
         S.visual_anagram(d, ["a", "b"], n=n, generator=seed_generator(0), timesteps=ts[:2])
@@ -226,16 +231,11 @@ def run_sampling_copy(n: int = 64, steps: int = 8) -> dict:
 def allocator_child(n: int = 64, steps: int = 8) -> None:
     """One child of :func:`run_allocator`: the sampling copy's per-step times, minor page
     faults per step and a checksum of the images, as JSON on stdout."""
-    import copy
     import hashlib
     import resource
 
-    from fundiff.backends import LocalDenoiser
-    from fundiff.inference import for_sampling
-
     start_job(1)  # tunes malloc unless FUNDIFF_MALLOC=default
-    local = CountingLocal()
-    local.inner = LocalDenoiser(for_sampling(copy.deepcopy(local.inner.ddpm)))
+    local = sampling_copy_local()
     ts = [297 - 9 * k for k in range(steps + 1)]
     S.visual_anagram(local, ["a", "b"], n=n, generator=seed_generator(0), timesteps=ts[:2])
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
